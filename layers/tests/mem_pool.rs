@@ -571,6 +571,27 @@ fn forward_errors() {
         .unwrap();
     assert_eq!((out.shape(), s.shape()), (&[2, 2, 2][..], &[2, 0, 2][..]));
     assert!(out.data().iter().all(|&v| v == 0.0));
+    // Sizes that cannot be allocated are errors, not panics or aborts.
+    let e = l
+        .forward(&x2, PoolArgs::new().batch(&[0, 0, 1, 1, i64::MAX]))
+        .unwrap_err();
+    assert_eq!(err_name(&e), "batch_size × max_num_nodes", "{e}");
+    let e = l
+        .forward(&x2, PoolArgs::new().batch_size(usize::MAX))
+        .unwrap_err();
+    assert_eq!(err_name(&e), "batch_size × max_num_nodes", "{e}");
+    let e = l
+        .forward(&x2, PoolArgs::new().max_num_nodes(usize::MAX / 2))
+        .unwrap_err();
+    assert_eq!(err_name(&e), "batch_size × max_num_nodes", "{e}");
+    // max_num_nodes = 0 drops every node (as to_dense_batch does).
+    let (out, s) = l
+        .forward(
+            &x2,
+            PoolArgs::new().batch(&[0, 0, 1, 1, 1]).max_num_nodes(0),
+        )
+        .unwrap();
+    assert_eq!((out.shape(), s.shape()), (&[2, 2, 2][..], &[2, 0, 2][..]));
     // A mask of the wrong length.
     let e = Mask::new([2, 4], &[true; 7]).unwrap_err();
     assert_eq!(err_name(&e), "mask", "{e}");
@@ -613,7 +634,7 @@ mod prop {
             sizes in proptest::collection::vec(graph_size(), 1..6),
             extra in 0usize..3,
             pass_batch_size in any::<bool>(),
-            mnn in proptest::option::of(1usize..10),
+            mnn in proptest::option::of(0usize..10),
             heads in 1usize..4,
             clusters in 1usize..5,
             tau in prop_oneof![Just(0.5f64), Just(1.0), Just(2.5)],

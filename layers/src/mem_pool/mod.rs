@@ -474,7 +474,8 @@ impl MemPooling {
     ///   with `[N, F]` input, `batch` / `max_num_nodes` / `batch_size` with `[B, N, F]`
     ///   input, a negative or unsorted `batch`, a `batch_size` smaller than
     ///   `max(batch) + 1` or 0, an empty `batch` without `batch_size`, dense input with
-    ///   `B = 0`, a padded size `B × N_max` that overflows;
+    ///   `B = 0`, a batch whose padded tensors (`B × N_max` rows, `B × K` rows) could not
+    ///   be allocated (a huge `batch` entry, `batch_size` or `max_num_nodes`);
     /// - [`LayerError::WrongShape`] for `x` whose last dimension is not `in_channels`, a
     ///   mask whose shape is not `[B, N]`, bound parameters of the wrong shape;
     /// - [`LayerError::LengthMismatch`] for a `batch` without one entry per node, or
@@ -489,6 +490,10 @@ impl MemPooling {
         self.check_bound(tape, params)?;
         let xs = tape.value(x)?.shape().to_vec();
         let f = self.in_channels;
+        // The widest row of any tensor built per padded row or per graph.
+        let cols = (self.heads.saturating_mul(self.num_clusters))
+            .max(f)
+            .max(self.num_clusters.saturating_mul(self.out_channels.max(f)));
         let plan = match *xs.as_slice() {
             [n, w] => {
                 if w != f {
@@ -505,7 +510,7 @@ impl MemPooling {
                         "applies to dense [B, N, F] input only; for [N, F] input the valid nodes come from batch",
                     ));
                 }
-                Plan::nodes(n, args.batch, args.max_num_nodes, args.batch_size)?
+                Plan::nodes(n, args.batch, args.max_num_nodes, args.batch_size, cols)?
             }
             [b, n, w] => {
                 if w != f {
@@ -539,7 +544,7 @@ impl MemPooling {
                     Some(m) => Some(m.data),
                     None => None,
                 };
-                Plan::dense(b, n, mask)?
+                Plan::dense(b, n, mask, cols)?
             }
             _ => {
                 return Err(LayerError::invalid_argument(
