@@ -156,7 +156,10 @@ fn object<'a>(
     allowed: &[&str],
 ) -> Result<&'a [(String, Json)], LayerError> {
     let Json::Object(members) = v else {
-        return Err(meta_err(key, alloc::format!("expected an object, got {}", v.kind())));
+        return Err(meta_err(
+            key,
+            alloc::format!("expected an object, got {}", v.kind()),
+        ));
     };
     if let Some((k, _)) = members.iter().find(|(k, _)| !allowed.contains(&k.as_str())) {
         return Err(meta_err(
@@ -210,7 +213,13 @@ fn parse_args(layer: LayerKind, text: &str) -> Result<CaseArgs, LayerError> {
             object(
                 "args",
                 &v,
-                &["in_channels", "out_channels", "num_layers", "grad_iter", "lamb"],
+                &[
+                    "in_channels",
+                    "out_channels",
+                    "num_layers",
+                    "grad_iter",
+                    "lamb",
+                ],
             )?;
             let Json::Array(layers) = required("args", &v, "num_layers")? else {
                 return Err(meta_err("args.num_layers", "expected an array"));
@@ -231,7 +240,13 @@ fn parse_args(layer: LayerKind, text: &str) -> Result<CaseArgs, LayerError> {
             object(
                 "args",
                 &v,
-                &["in_channels", "out_channels", "heads", "num_clusters", "tau"],
+                &[
+                    "in_channels",
+                    "out_channels",
+                    "heads",
+                    "num_clusters",
+                    "tau",
+                ],
             )?;
             Ok(CaseArgs::MemPooling(MemPoolingArgs {
                 in_channels: as_count("args.in_channels", required("args", &v, "in_channels")?)?,
@@ -286,9 +301,10 @@ impl Case {
     pub fn from_file(path: impl AsRef<Path>) -> Result<Case, LayerError> {
         let path = path.as_ref();
         let bytes = read_file(path)?;
-        let name = path
-            .file_stem()
-            .map_or_else(|| path.display().to_string(), |s| s.to_string_lossy().into_owned());
+        let name = path.file_stem().map_or_else(
+            || path.display().to_string(),
+            |s| s.to_string_lossy().into_owned(),
+        );
         Case::from_bytes(&name, &bytes)
     }
 
@@ -305,12 +321,11 @@ impl Case {
     /// [`LayerError::Core`] for an input or loss weight of rank above 3.
     pub fn from_bytes(name: &str, bytes: &[u8]) -> Result<Case, LayerError> {
         let st = parse(bytes, name)?;
-        let (_, meta) = safetensors::SafeTensors::read_metadata(bytes).map_err(|e| {
-            LayerError::Parse {
+        let (_, meta) =
+            safetensors::SafeTensors::read_metadata(bytes).map_err(|e| LayerError::Parse {
                 source: name.to_string(),
                 reason: e.to_string(),
-            }
-        })?;
+            })?;
         let Some(meta) = meta.metadata() else {
             return Err(meta_err("__metadata__", "missing"));
         };
@@ -381,7 +396,10 @@ impl Case {
                     mask = Some(Mask { shape, values });
                 }
                 ("lossw", _, _) => {
-                    lossw.insert(key.to_string(), decode_f32_only(full, &view)?.into_tensor()?);
+                    lossw.insert(
+                        key.to_string(),
+                        decode_f32_only(full, &view)?.into_tensor()?,
+                    );
                 }
                 ("expect", _, _) => {
                     expect.insert(key.to_string(), decode_f64(full, &view)?);

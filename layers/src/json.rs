@@ -259,8 +259,8 @@ impl Parser<'_> {
                 return Err(self.err("expected exponent digits"));
             }
         }
-        let text = core::str::from_utf8(&self.s[start..self.i])
-            .map_err(|_| self.err("invalid number"))?;
+        let text =
+            core::str::from_utf8(&self.s[start..self.i]).map_err(|_| self.err("invalid number"))?;
         let v: f64 = text.parse().map_err(|_| self.err("invalid number"))?;
         if v.is_finite() {
             Ok(Json::Number(v))
@@ -278,8 +278,10 @@ mod tests {
 
     #[test]
     fn parses_the_metadata_shapes() {
-        let v = parse(r#"{"in_channels": 8, "num_layers": [16, 12], "lamb": 0.5, "x": null, "b": true}"#)
-            .unwrap();
+        let v = parse(
+            r#"{"in_channels": 8, "num_layers": [16, 12], "lamb": 0.5, "x": null, "b": true}"#,
+        )
+        .unwrap();
         assert_eq!(v.get("in_channels"), Some(&Json::Number(8.0)));
         assert_eq!(
             v.get("num_layers"),
@@ -308,9 +310,30 @@ mod tests {
     #[test]
     fn rejects_malformed_input() {
         for bad in [
-            "", "{", "}", "[1,]", "{\"a\":1,}", "{\"a\" 1}", "{a:1}", "01", "1.", "1e", "-",
-            "NaN", "Infinity", "1e999", "tru", "nul", "[1] x", "{\"a\":1,\"a\":2}", "\"abc",
-            "[", "{\"a\":", "--1", "+1", ".5",
+            "",
+            "{",
+            "}",
+            "[1,]",
+            "{\"a\":1,}",
+            "{\"a\" 1}",
+            "{a:1}",
+            "01",
+            "1.",
+            "1e",
+            "-",
+            "NaN",
+            "Infinity",
+            "1e999",
+            "tru",
+            "nul",
+            "[1] x",
+            "{\"a\":1,\"a\":2}",
+            "\"abc",
+            "[",
+            "{\"a\":",
+            "--1",
+            "+1",
+            ".5",
         ] {
             assert!(parse(bad).is_err(), "accepted {bad:?}");
         }

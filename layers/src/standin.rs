@@ -35,7 +35,10 @@ impl fmt::Display for CoreError {
                 "{op}: a shape of rank {rank} was asked for; tensors have rank 0 to 3"
             ),
             CoreError::DataLength { op, needed, len } => {
-                write!(f, "{op}: the shape needs {needed} values but {len} were given")
+                write!(
+                    f,
+                    "{op}: the shape needs {needed} values but {len} were given"
+                )
             }
         }
     }
@@ -55,7 +58,10 @@ impl<T: Real> Tensor<T> {
     /// More than three dimensions, or a data length that is not the shape's count.
     pub fn from_vec(dims: &[usize], data: Vec<T>) -> Result<Self, CoreError> {
         if dims.len() > 3 {
-            return Err(CoreError::RankTooHigh { op: "Tensor::from_vec", rank: dims.len() });
+            return Err(CoreError::RankTooHigh {
+                op: "Tensor::from_vec",
+                rank: dims.len(),
+            });
         }
         let needed = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
         if needed != Some(data.len()) {
@@ -65,7 +71,10 @@ impl<T: Real> Tensor<T> {
                 len: data.len(),
             });
         }
-        Ok(Tensor { shape: dims.to_vec(), data })
+        Ok(Tensor {
+            shape: dims.to_vec(),
+            data,
+        })
     }
 
     /// The dimensions.

@@ -157,7 +157,10 @@ pub(crate) fn decode_i64(name: &str, view: &TensorView<'_>) -> Result<RawTensor<
 }
 
 /// Decodes a `BOOL` tensor; every byte must be 0 or 1.
-pub(crate) fn decode_bool(name: &str, view: &TensorView<'_>) -> Result<RawTensor<bool>, LayerError> {
+pub(crate) fn decode_bool(
+    name: &str,
+    view: &TensorView<'_>,
+) -> Result<RawTensor<bool>, LayerError> {
     if view.dtype() != Dtype::BOOL {
         return Err(wrong_dtype(name, view, "BOOL"));
     }
@@ -270,13 +273,8 @@ impl StateDict {
         self.entries.get(name)
     }
 
-    /// Removes and returns the tensor `name`, which must have exactly the shape
-    /// `expected` (PyG's shape).
-    ///
-    /// # Errors
-    /// [`LayerError::MissingTensor`] when absent, [`LayerError::WrongShape`] when the
-    /// shape differs (the tensor then stays in the dict).
-    pub fn take_raw(&mut self, name: &str, expected: &[usize]) -> Result<RawTensor<f32>, LayerError> {
+    /// The tensor `name`, which must have exactly the shape `expected`.
+    fn checked(&self, name: &str, expected: &[usize]) -> Result<&RawTensor<f32>, LayerError> {
         let Some(t) = self.entries.get(name) else {
             return Err(LayerError::MissingTensor {
                 name: name.to_string(),
@@ -289,6 +287,21 @@ impl StateDict {
                 got: t.shape().to_vec(),
             });
         }
+        Ok(t)
+    }
+
+    /// Removes and returns the tensor `name`, which must have exactly the shape
+    /// `expected` (PyG's shape).
+    ///
+    /// # Errors
+    /// [`LayerError::MissingTensor`] when absent, [`LayerError::WrongShape`] when the
+    /// shape differs. On error the tensor stays in the dict.
+    pub fn take_raw(
+        &mut self,
+        name: &str,
+        expected: &[usize],
+    ) -> Result<RawTensor<f32>, LayerError> {
+        self.checked(name, expected)?;
         self.entries
             .remove(name)
             .ok_or_else(|| LayerError::MissingTensor {
@@ -300,9 +313,10 @@ impl StateDict {
     ///
     /// # Errors
     /// As [`take_raw`](Self::take_raw); [`LayerError::Core`] when `expected` has rank
-    /// above 3 (use [`take_reshaped`](Self::take_reshaped) for those).
+    /// above 3 (use [`take_reshaped`](Self::take_reshaped) for those). On error the
+    /// tensor stays in the dict.
     pub fn take(&mut self, name: &str, expected: &[usize]) -> Result<Tensor<f32>, LayerError> {
-        self.take_raw(name, expected)?.into_tensor()
+        self.take_reshaped(name, expected, expected)
     }
 
     /// Removes the tensor `name`, checks it has PyG's shape `expected`, and returns it
@@ -310,8 +324,9 @@ impl StateDict {
     /// `conv.weight`, `[1, H, 1, 1]` in PyG, as a `[H]` tensor.
     ///
     /// # Errors
-    /// As [`take_raw`](Self::take_raw); [`LayerError::Core`] when `shape` has rank above
-    /// 3 or another element count than `expected`.
+    /// As [`take_raw`](Self::take_raw); [`LayerError::InvalidArgument`] when `shape` has
+    /// another element count than `expected`; [`LayerError::Core`] when `shape` has rank
+    /// above 3. On error the tensor stays in the dict.
     pub fn take_reshaped(
         &mut self,
         name: &str,
@@ -325,7 +340,9 @@ impl StateDict {
                 alloc::format!("must have as many elements as {name}'s shape {expected:?}"),
             ));
         }
-        self.take_raw(name, expected)?.into_tensor_shaped(shape)
+        let t = Tensor::from_vec(shape, self.checked(name, expected)?.data().to_vec())?;
+        self.entries.remove(name);
+        Ok(t)
     }
 
     /// Ends a load: succeeds only when every tensor was taken.
@@ -486,7 +503,10 @@ pub fn save_state_dict(entries: &[(String, &Tensor<f32>)]) -> Result<Vec<u8>, La
 ///
 /// # Errors
 /// As [`save_params`]; [`LayerError::Io`] when the file cannot be written.
-pub fn save_params_to_file(path: impl AsRef<Path>, params: &[ParamView<'_>]) -> Result<(), LayerError> {
+pub fn save_params_to_file(
+    path: impl AsRef<Path>,
+    params: &[ParamView<'_>],
+) -> Result<(), LayerError> {
     write_file(path.as_ref(), &save_params(params)?)
 }
 
