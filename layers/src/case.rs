@@ -15,13 +15,13 @@ use std::path::Path;
 
 use readout_kernels::Real;
 
-use crate::core_api::Tensor;
 use crate::error::LayerError;
 use crate::json::{self, Json};
 use crate::raw::RawTensor;
 use crate::state_dict::{
     StateDict, decode_bool, decode_f32_only, decode_f64, decode_i64, parse, read_file,
 };
+use readout_core::Tensor;
 
 /// Which PyG layer a case exercises.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

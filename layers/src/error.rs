@@ -6,7 +6,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
 
-use crate::core_api::CoreError;
+use readout_core::CoreError;
 
 /// An error from loading or saving weights, reading a reference case, or calling a layer.
 ///

@@ -1,23 +1,35 @@
 //! PyTorch Geometric's `EquilibriumAggregation` and `MemPooling`, on readout's tape.
 //!
-//! This crate is being built: it will hold both layers with PyG's parameter names,
-//! initialisation and numbers. Available now: the error type ([`LayerError`]), arrays
-//! of any rank as files store them ([`RawTensor`]), and with the `std` feature the
-//! PyG-compatible safetensors weight I/O ([`StateDict`], [`save_state_dict`]) and the
-//! reader of the PyG reference cases ([`Case`]).
+//! Same constructor arguments, parameter names (`state_dict` keys), initialisation and
+//! numbers as PyG 2.8.1; weights load from and save to PyG's safetensors files (`std`
+//! feature: [`StateDict`], [`save_state_dict`], [`save_params`]), and the PyG reference
+//! cases are read by [`Case`] (`std` feature).
+//!
+//! ```
+//! use readout_layers::{EquilibriumAggregation, Segments};
+//! use readout_core::Tensor;
+//!
+//! # fn main() -> Result<(), readout_layers::LayerError> {
+//! let layer = EquilibriumAggregation::new(1, 4, &[16], 3, 0.1)?;
+//! let x = Tensor::from_vec(&[5, 1], vec![0.1, 0.5, 0.2, 0.9, 0.4])?;
+//! let y = layer.forward(&x, Segments::One, None)?;
+//! assert_eq!(y.shape(), &[1, 4]);
+//! # Ok(())
+//! # }
+//! ```
 #![cfg_attr(not(feature = "std"), no_std)]
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 extern crate alloc;
 
-mod standin;
-/// The names this crate uses from `readout-core` (a stand-in until the core lands).
-pub(crate) mod core_api {
-    pub use crate::standin::{CoreError, Tensor};
-}
-
+pub mod equilibrium;
 pub mod error;
+pub mod init;
+pub mod optim;
+pub mod param;
 pub mod raw;
+pub mod segments;
 
 #[cfg(feature = "std")]
 pub mod case;
@@ -26,8 +38,12 @@ mod json;
 #[cfg(feature = "std")]
 pub mod state_dict;
 
+pub use equilibrium::{EquilibriumAggregation, InnerGrad};
 pub use error::LayerError;
+pub use optim::{Adam, Sgd};
+pub use param::{Bound, Parameter, Parameters};
 pub use raw::RawTensor;
+pub use segments::Segments;
 
 #[cfg(feature = "std")]
 pub use case::{

@@ -10,8 +10,8 @@ use alloc::vec::Vec;
 
 use readout_kernels::Real;
 
-use crate::core_api::Tensor;
 use crate::error::LayerError;
+use readout_core::Tensor;
 
 /// The number of elements of `shape`, or `None` when the product overflows `usize`.
 pub(crate) fn checked_numel(shape: &[usize]) -> Option<usize> {

@@ -20,9 +20,9 @@ use std::path::Path;
 
 use safetensors::tensor::{Dtype, SafeTensors, TensorView, View};
 
-use crate::core_api::Tensor;
 use crate::error::LayerError;
 use crate::raw::{RawTensor, checked_numel};
+use readout_core::Tensor;
 
 /// The text used as the source of bytes that do not come from a file.
 const BYTES: &str = "<bytes>";
@@ -490,12 +490,19 @@ pub fn save_params(params: &[ParamView<'_>]) -> Result<Vec<u8>, LayerError> {
 
 /// Serialises named tensors, each under its own shape, as a safetensors buffer of
 /// little-endian `F32` tensors (the names must be PyG's `state_dict` keys for PyG to
-/// load the file).
+/// load the file). Takes [`Parameters::state_dict`](crate::Parameters::state_dict)'s
+/// output directly; a parameter whose PyG shape has rank 4 (`MemPooling`'s
+/// `conv.weight`) must go through [`save_params`] with [`ParamView::with_shape`].
 ///
 /// # Errors
 /// As [`save_params`].
-pub fn save_state_dict(entries: &[(String, &Tensor<f32>)]) -> Result<Vec<u8>, LayerError> {
-    let views: Vec<ParamView<'_>> = entries.iter().map(|(n, t)| ParamView::of(n, t)).collect();
+pub fn save_state_dict<S: AsRef<str>>(
+    entries: &[(S, &Tensor<f32>)],
+) -> Result<Vec<u8>, LayerError> {
+    let views: Vec<ParamView<'_>> = entries
+        .iter()
+        .map(|(n, t)| ParamView::of(n.as_ref(), t))
+        .collect();
     save_params(&views)
 }
 
@@ -514,9 +521,9 @@ pub fn save_params_to_file(
 ///
 /// # Errors
 /// As [`save_params`]; [`LayerError::Io`] when the file cannot be written.
-pub fn save_state_dict_to_file(
+pub fn save_state_dict_to_file<S: AsRef<str>>(
     path: impl AsRef<Path>,
-    entries: &[(String, &Tensor<f32>)],
+    entries: &[(S, &Tensor<f32>)],
 ) -> Result<(), LayerError> {
     write_file(path.as_ref(), &save_state_dict(entries)?)
 }

@@ -1,0 +1,173 @@
+//! The backward sweep: [`Tape::grad`] (gradients as handles, optionally recorded) and
+//! [`Tape::backward`] (gradients of every variable leaf as tensors).
+
+use alloc::vec;
+use alloc::vec::Vec;
+
+use crate::op::backward_rule;
+use crate::{CoreError, Real, Tape, Tensor, Var};
+
+/// Gradients of a loss with respect to the variable leaves of a tape, as tensors.
+#[derive(Clone, Debug, Default)]
+pub struct Gradients<T> {
+    entries: Vec<(Var, Tensor<T>)>,
+}
+
+impl<T: Real> Gradients<T> {
+    /// The gradient with respect to `leaf`, if the loss depends on it.
+    pub fn get(&self, leaf: Var) -> Option<&Tensor<T>> {
+        self.entries
+            .binary_search_by_key(&leaf, |e| e.0)
+            .ok()
+            .map(|i| &self.entries[i].1)
+    }
+
+    /// Every (leaf, gradient) pair, in tape order.
+    pub fn iter(&self) -> impl Iterator<Item = &(Var, Tensor<T>)> {
+        self.entries.iter()
+    }
+}
+
+impl<T: Real> Tape<T> {
+    /// Gradients of `output` with respect to each of `wrt`, as handles on this tape —
+    /// PyTorch's `torch.autograd.grad(output, wrt, seed, create_graph)`.
+    ///
+    /// `seed` is the gradient flowing into `output` (same shape); without one, `output`
+    /// must hold one value and the seed is 1. With `create_graph = true` the backward
+    /// rules are recorded on the tape, so the returned gradients can be differentiated
+    /// again; with `false` they are computed eagerly, every intermediate is freed, and
+    /// the returned handles are constants. A `wrt` that `output` does not depend on
+    /// gets a zero gradient.
+    ///
+    /// # Errors
+    /// [`CoreError::UnknownVar`] for a handle not on this tape, [`CoreError::NotScalar`]
+    /// without a seed for a multi-valued output, [`CoreError::ShapeMismatch`] for a
+    /// seed whose shape differs from the output's.
+    pub fn grad(
+        &mut self,
+        output: Var,
+        seed: Option<Var>,
+        wrt: &[Var],
+        create_graph: bool,
+    ) -> Result<Vec<Var>, CoreError> {
+        self.check("grad", output)?;
+        for &w in wrt {
+            self.check("grad", w)?;
+        }
+        let mark = self.mark();
+        let grads = self.sweep(output, seed, create_graph)?;
+        if create_graph {
+            let mut out = Vec::with_capacity(wrt.len());
+            for &w in wrt {
+                let g = match grads.get(w.id()).copied().flatten() {
+                    Some(g) => g,
+                    None => self.constant(Tensor::filled(self.val(w).dims(), T::ZERO)),
+                };
+                out.push(g);
+            }
+            return Ok(out);
+        }
+        // Eager: keep the gradient values, drop every temporary, re-add them as constants.
+        let values: Vec<Tensor<T>> = wrt
+            .iter()
+            .map(|&w| match grads.get(w.id()).copied().flatten() {
+                Some(g) => self.val(g).clone(),
+                None => Tensor::filled(self.val(w).dims(), T::ZERO),
+            })
+            .collect();
+        self.truncate(mark);
+        Ok(values.into_iter().map(|t| self.constant(t)).collect())
+    }
+
+    /// Gradients of `loss` (one value) with respect to every variable leaf it depends
+    /// on, as tensors; the tape keeps only what it held before the call.
+    ///
+    /// # Errors
+    /// [`CoreError::UnknownVar`] if `loss` is not on this tape, [`CoreError::NotScalar`]
+    /// if it holds more than one value.
+    pub fn backward(&mut self, loss: Var) -> Result<Gradients<T>, CoreError> {
+        self.check("backward", loss)?;
+        let mark = self.mark();
+        let grads = self.sweep(loss, None, false)?;
+        let mut entries = Vec::new();
+        for (id, g) in grads.iter().enumerate() {
+            if let Some(g) = g {
+                let node = &self.nodes[id];
+                if node.requires_grad && node.op.is_leaf() {
+                    entries.push((Var(id as u32), self.val(*g).clone()));
+                }
+            }
+        }
+        self.truncate(mark);
+        Ok(Gradients { entries })
+    }
+
+    /// Runs the backward rules from `output` down to the leaves and returns, for every
+    /// node up to `output`, the handle of its accumulated gradient.
+    fn sweep(
+        &mut self,
+        output: Var,
+        seed: Option<Var>,
+        create_graph: bool,
+    ) -> Result<Vec<Option<Var>>, CoreError> {
+        let out_shape = self.val(output).dims();
+        let seed = match seed {
+            Some(s) => {
+                let s_shape = self.check("grad", s)?.dims();
+                if s_shape != out_shape {
+                    return Err(CoreError::ShapeMismatch {
+                        op: "grad",
+                        arg: "seed",
+                        got: s_shape,
+                        other: out_shape,
+                        why: "the seed must have the output's shape",
+                    });
+                }
+                s
+            }
+            None => {
+                if out_shape.numel() != 1 {
+                    return Err(CoreError::NotScalar {
+                        op: "grad",
+                        shape: out_shape,
+                    });
+                }
+                self.constant(Tensor::filled(out_shape, T::ONE))
+            }
+        };
+        let was_recording = self.set_recording(create_graph);
+        let result = self.sweep_rules(output, seed);
+        self.set_recording(was_recording);
+        result
+    }
+
+    fn sweep_rules(&mut self, output: Var, seed: Var) -> Result<Vec<Option<Var>>, CoreError> {
+        let mut grads: Vec<Option<Var>> = vec![None; output.id() + 1];
+        grads[output.id()] = Some(seed);
+        for id in (0..=output.id()).rev() {
+            let Some(g) = grads[id] else { continue };
+            let node = &self.nodes[id];
+            if !node.requires_grad || node.op.is_leaf() {
+                continue;
+            }
+            let op = node.op.clone();
+            let parents = node.parents;
+            let mut needs = [false; 3];
+            for (i, p) in parents.get().enumerate() {
+                needs[i] = self.nodes[p.id()].requires_grad;
+            }
+            let contributions = backward_rule(self, Var(id as u32), &op, &parents, needs, g)?;
+            for (i, p) in parents.get().enumerate() {
+                let Some(c) = contributions[i] else { continue };
+                if !needs[i] {
+                    continue;
+                }
+                grads[p.id()] = Some(match grads[p.id()] {
+                    None => c,
+                    Some(old) => self.add(old, c)?,
+                });
+            }
+        }
+        Ok(grads)
+    }
+}
