@@ -173,4 +173,14 @@ impl Real for f32 {
     fn to_f64(self) -> f64 {
         self as f64
     }
+    fn gemm_hook(
+        shape: &GemmShape,
+        alpha: Self,
+        a: &[Self],
+        b: &[Self],
+        beta: Self,
+        c: &mut [Self],
+    ) {
+        crate::gemm::gemm_f32(shape, alpha, a, b, beta, c)
+    }
 }
