@@ -103,4 +103,25 @@ pub(crate) trait Simd: Copy {
     fn zero(self) -> Self::V {
         self.splat(0.0)
     }
+
+    /// `(p, e)` with `p = a·b` rounded and `p + e = a·b` exactly (barring overflow
+    /// and underflow). This default is Dekker's product (Veltkamp splitting), exact
+    /// without a fused multiply-add; implementations with a fused FMA override it
+    /// with `e = fma(a, b, −p)`.
+    #[inline(always)]
+    fn two_prod(self, a: Self::V, b: Self::V) -> (Self::V, Self::V) {
+        let split = |v: Self::V| {
+            // 2^12 + 1 splits a 24-bit significand into two 12-bit halves.
+            let c = self.mul(self.splat(4097.0), v);
+            let hi = self.sub(c, self.sub(c, v));
+            (hi, self.sub(v, hi))
+        };
+        let p = self.mul(a, b);
+        let (ah, al) = split(a);
+        let (bh, bl) = split(b);
+        let e = self.sub(self.mul(ah, bh), p);
+        let e = self.add(e, self.mul(ah, bl));
+        let e = self.add(e, self.mul(al, bh));
+        (p, self.add(e, self.mul(al, bl)))
+    }
 }
