@@ -181,7 +181,7 @@ pub(super) fn unary_on(path: Path, op: Unary<f32>, x: &[f32], out: &mut [f32]) {
         Path::Scalar => reference::unary(op, x, out),
         Path::Portable => unary(crate::simd::portable::Portable, op, x, out),
         Path::Avx2 => {
-            #[cfg(target_arch = "x86_64")]
+            #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
             if let Some(t) = crate::simd::avx2::Avx2::detect() {
                 // SAFETY: `t` exists only if the CPU has AVX2 and FMA, the features
                 // `unary_avx2` is compiled for.
@@ -194,7 +194,7 @@ pub(super) fn unary_on(path: Path, op: Unary<f32>, x: &[f32], out: &mut [f32]) {
 }
 
 /// [`unary`] compiled for AVX2 + FMA.
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 #[target_feature(enable = "avx2,fma")]
 fn unary_avx2(t: crate::simd::avx2::Avx2, op: Unary<f32>, x: &[f32], out: &mut [f32]) {
     unary(t, op, x, out)

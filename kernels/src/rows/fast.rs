@@ -56,7 +56,7 @@ pub(super) fn softmax_rows_on(path: Path, x: &[f32], cols: usize, out: &mut [f32
         Path::Scalar => reference::softmax_rows(x, cols, out),
         Path::Portable => softmax_rows(crate::simd::portable::Portable, x, cols, out),
         Path::Avx2 => {
-            #[cfg(target_arch = "x86_64")]
+            #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
             if let Some(t) = crate::simd::avx2::Avx2::detect() {
                 // SAFETY: `t` exists only if the CPU has AVX2 and FMA, the features
                 // `softmax_avx2` is compiled for.
@@ -69,7 +69,7 @@ pub(super) fn softmax_rows_on(path: Path, x: &[f32], cols: usize, out: &mut [f32
 }
 
 /// [`softmax_rows`] compiled for AVX2 + FMA.
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 #[target_feature(enable = "avx2,fma")]
 fn softmax_avx2(t: crate::simd::avx2::Avx2, x: &[f32], cols: usize, out: &mut [f32]) {
     softmax_rows(t, x, cols, out)

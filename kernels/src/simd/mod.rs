@@ -15,12 +15,16 @@
 //! CPU can execute its instructions. [`avx2::Avx2`] can only be obtained from
 //! [`avx2::Avx2::detect`], which is what makes its (safe) methods sound.
 //!
+//! The AVX2 code is compiled on x86-64 targets with SSE2, i.e. every hosted one; it is
+//! left out of soft-float targets such as `x86_64-unknown-none`, where LLVM cannot
+//! generate vector code at all (and where the portable path runs on plain arrays).
+//!
 //! Masks (results of comparisons) are vectors whose lanes are all-ones or all-zeros.
 
 pub(crate) mod math;
 pub(crate) mod portable;
 
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 pub(crate) mod avx2;
 
 /// Number of `f32` lanes in one vector.
