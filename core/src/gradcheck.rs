@@ -687,7 +687,10 @@ mod tests {
             assert!(o.accepts(exact + 0.5 * o.allowed(exact), exact));
             // Twice the tolerance, on either side: caught.
             assert!(!o.accepts(exact * (1.0 + 2e-5) + 2e-6, exact), "{exact}");
-            assert!(!o.accepts(exact - 2e-5 * exact.abs() - 2e-6, exact), "{exact}");
+            assert!(
+                !o.accepts(exact - 2e-5 * exact.abs() - 2e-6, exact),
+                "{exact}"
+            );
         }
         assert!(!o.accepts(f64::NAN, 1.0));
         assert!(!o.accepts(1.0, f64::NAN));
