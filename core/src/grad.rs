@@ -55,7 +55,7 @@ impl<T: Real> Tape<T> {
             self.check("grad", w)?;
         }
         let mark = self.mark();
-        let grads = self.sweep(output, seed, create_graph)?;
+        let grads = self.sweep("grad", output, seed, create_graph)?;
         if create_graph {
             let mut out = Vec::with_capacity(wrt.len());
             for &w in wrt {
@@ -88,7 +88,7 @@ impl<T: Real> Tape<T> {
     pub fn backward(&mut self, loss: Var) -> Result<Gradients<T>, CoreError> {
         self.check("backward", loss)?;
         let mark = self.mark();
-        let grads = self.sweep(loss, None, false)?;
+        let grads = self.sweep("backward", loss, None, false)?;
         let mut entries = Vec::new();
         for (id, g) in grads.iter().enumerate() {
             if let Some(g) = g {
@@ -103,9 +103,11 @@ impl<T: Real> Tape<T> {
     }
 
     /// Runs the backward rules from `output` down to the leaves and returns, for every
-    /// node up to `output`, the handle of its accumulated gradient.
+    /// node up to `output`, the handle of its accumulated gradient. `op` names the
+    /// public entry point in errors.
     fn sweep(
         &mut self,
+        op: &'static str,
         output: Var,
         seed: Option<Var>,
         create_graph: bool,
@@ -113,10 +115,10 @@ impl<T: Real> Tape<T> {
         let out_shape = self.val(output).dims();
         let seed = match seed {
             Some(s) => {
-                let s_shape = self.check("grad", s)?.dims();
+                let s_shape = self.check(op, s)?.dims();
                 if s_shape != out_shape {
                     return Err(CoreError::ShapeMismatch {
-                        op: "grad",
+                        op,
                         arg: "seed",
                         got: s_shape,
                         other: out_shape,
@@ -128,7 +130,7 @@ impl<T: Real> Tape<T> {
             None => {
                 if out_shape.numel() != 1 {
                     return Err(CoreError::NotScalar {
-                        op: "grad",
+                        op,
                         shape: out_shape,
                     });
                 }
