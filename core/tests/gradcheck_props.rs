@@ -326,8 +326,8 @@ proptest! {
                 d
             }
         };
-        let mut xs = inputs(seed, &[ad.clone()], -1.5, 1.5);
-        xs.extend(inputs(seed ^ 1, &[bd.clone()], 0.5, 1.5));
+        let mut xs = inputs(seed, std::slice::from_ref(&ad), -1.5, 1.5);
+        xs.extend(inputs(seed ^ 1, std::slice::from_ref(&bd), 0.5, 1.5));
         let report = run(&xs, |t, v| {
             let y = match op {
                 0 => t.add(v[0], v[1])?,
@@ -394,7 +394,7 @@ proptest! {
     ) {
         let mut d = dims.clone();
         d.push(c);
-        let mut xs = inputs(seed, &[d.clone()], -2.0, 2.0);
+        let mut xs = inputs(seed, std::slice::from_ref(&d), -2.0, 2.0);
         xs.extend(inputs(seed ^ 7, &[vec![c], vec![c]], 0.5, 1.5));
         let report = run(&xs, |t, v| {
             let s = t.softmax(v[0])?;
