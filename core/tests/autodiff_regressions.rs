@@ -735,3 +735,184 @@ fn unrolled_inner_optimisation_over_scattered_sets() {
     };
     assert_gradcheck("unrolled over sets", &[w0, lr0], f);
 }
+
+// ---------------------------------------------------------------- seeds, wrt and recording
+
+#[test]
+fn a_seed_that_requires_a_gradient_is_differentiated_through() {
+    // out = J(x)ᵀ·tanh(s): linear in the seed, so d out / d s must come out right, and
+    // every rule must record its use of the incoming gradient.
+    let x = rand(40, &[3, 2], -1.0, 1.0);
+    let s = rand(41, &[3, 3], -1.0, 1.0);
+    let w = rand(42, &[2, 3], -1.0, 1.0);
+    assert_gradcheck("grad with a recorded seed", &[x, s], |t, v| {
+        let wc = t.constant(w.clone());
+        let h = t.matmul(v[0], wc)?;
+        let y = t.softmax(h)?;
+        let y = t.layer_norm(y, None, 1e-2)?;
+        let y = t.softplus(y)?;
+        let seed = t.tanh(v[1])?;
+        Ok(t.grad(y, Some(seed), &[v[0]], true)?[0])
+    });
+}
+
+#[test]
+fn gradients_with_respect_to_intermediate_nodes() {
+    let xs = [-1.2, 0.1, 0.9];
+    let mut tape = Tape::new();
+    let x = tape.variable(t1(&xs));
+    let y = tape.tanh(x).unwrap();
+    let yy = tape.mul(y, y).unwrap();
+    let z = tape.sum(yy).unwrap();
+    // dz/dy = 2y, recorded; d/dx Σ 2y = 2(1 − y²).
+    let [gy, gx] = tape.grad(z, None, &[y, x], true).unwrap()[..] else {
+        unreachable!()
+    };
+    let th: Vec<f64> = xs.iter().map(|v: &f64| v.tanh()).collect();
+    let want: Vec<f64> = th.iter().map(|t| 2.0 * t).collect();
+    assert_close(tape.value(gy).unwrap().data(), &want, 1e-14, "dz/dy");
+    let want: Vec<f64> = th.iter().map(|t| 2.0 * t * (1.0 - t * t)).collect();
+    assert_close(tape.value(gx).unwrap().data(), &want, 1e-14, "dz/dx");
+    let s = tape.sum(gy).unwrap();
+    let d = tape.grad(s, None, &[x], false).unwrap()[0];
+    let want: Vec<f64> = th.iter().map(|t| 2.0 * (1.0 - t * t)).collect();
+    assert_close(tape.value(d).unwrap().data(), &want, 1e-14, "d/dx Σ dz/dy");
+}
+
+#[test]
+fn unrelated_and_later_variables_get_zero_gradients() {
+    let mut tape = Tape::<f64>::new();
+    let x = tape.variable(t1(&[0.5, -0.5]));
+    let unrelated = tape.variable(Tensor::full(&[2, 3], 1.0).unwrap());
+    let y = tape.exp(x).unwrap();
+    let f = tape.sum(y).unwrap();
+    let later = tape.variable(Tensor::full(&[4], 1.0).unwrap());
+    for create_graph in [false, true] {
+        let g = tape
+            .grad(f, None, &[unrelated, later, x], create_graph)
+            .unwrap();
+        assert_eq!(tape.value(g[0]).unwrap(), &Tensor::zeros(&[2, 3]).unwrap());
+        assert_eq!(tape.value(g[1]).unwrap(), &Tensor::zeros(&[4]).unwrap());
+        assert_close(
+            tape.value(g[2]).unwrap().data(),
+            &[0.5f64.exp(), (-0.5f64).exp()],
+            1e-15,
+            "d Σ exp / dx",
+        );
+    }
+    let b = tape.backward(f).unwrap();
+    assert!(b.get(unrelated).is_none() && b.get(later).is_none());
+    assert_eq!(b.iter().count(), 1);
+}
+
+#[test]
+fn nodes_made_while_not_recording_are_constants() {
+    let mut tape = Tape::<f64>::new();
+    let x = tape.variable(t1(&[0.3, 0.7]));
+    let was = tape.set_recording(false);
+    assert!(was);
+    let y = tape.tanh(x).unwrap();
+    assert!(!tape.requires_grad(y).unwrap());
+    tape.set_recording(true);
+    let z = tape.mul(y, x).unwrap(); // y is a constant here: dz/dx = y
+    let f = tape.sum(z).unwrap();
+    let g = tape.backward(f).unwrap();
+    assert_close(
+        g.get(x).unwrap().data(),
+        &[0.3f64.tanh(), 0.7f64.tanh()],
+        1e-15,
+        "no_grad branch",
+    );
+    // grad restores the recording flag it found.
+    tape.set_recording(false);
+    tape.grad(f, None, &[x], true).unwrap();
+    assert!(!tape.is_recording());
+}
+
+#[test]
+fn eager_inner_loop_with_truncation_matches_the_recorded_loop() {
+    // The layers' eager mode: each inner gradient step computed without recording, its
+    // graph truncated away, continuing from a fresh variable. Same values as the
+    // recorded loop, with a tape that does not grow with the step count.
+    let a0 = Tensor::from_vec(&[3, 2], vec![0.4, -0.6, 1.0, 0.2, -0.3, 0.8]).unwrap();
+    let y0 = Tensor::from_vec(&[3, 2], vec![0.1, -0.2, 0.3, 0.0, -0.4, 0.25]).unwrap();
+    let lr = 0.3;
+    let mut rec = Tape::new();
+    let a = rec.constant(a0.clone());
+    let mut y = rec.variable(y0.clone());
+    for _ in 0..6 {
+        let e = energy(&mut rec, a, y).unwrap();
+        let g = rec.grad(e, None, &[y], true).unwrap()[0];
+        let d = rec.scale(g, lr).unwrap();
+        y = rec.sub(y, d).unwrap();
+    }
+    let want = rec.value(y).unwrap().clone();
+
+    let mut eager = Tape::new();
+    let a = eager.constant(a0);
+    // Mark before the state: each step drops the previous state with its graph.
+    let mark = eager.mark();
+    let mut y = eager.variable(y0);
+    let len = eager.len();
+    for _ in 0..6 {
+        let e = energy(&mut eager, a, y).unwrap();
+        let g = eager.grad(e, None, &[y], false).unwrap()[0];
+        let d = eager.scale(g, lr).unwrap();
+        let next = eager.sub(y, d).unwrap();
+        let v = eager.value(next).unwrap().clone();
+        eager.truncate(mark);
+        y = eager.variable(v);
+        assert_eq!(eager.len(), len, "the eager loop does not grow the tape");
+    }
+    assert_close(
+        eager.value(y).unwrap().data(),
+        want.data(),
+        1e-14,
+        "eager vs recorded inner loop",
+    );
+}
+
+#[test]
+fn f32_gradients_agree_with_f64() {
+    // The same composite on both element types: the f32 path (its own kernels) must
+    // give the f64 gradients to f32 accuracy, first and second order.
+    fn net<T: readout_core::Real>(t: &mut Tape<T>, x: Var, w: Var) -> Out {
+        let h = t.matmul(x, w)?;
+        let h = t.layer_norm(h, None, T::from_f64(1e-5))?;
+        let s = t.softmax(h)?;
+        let p = t.softplus(h)?;
+        let q = t.mul(s, p)?;
+        let r = t.scatter_add(q, &[1, 0, 1, 2], 3)?;
+        let r = t.tanh(r)?;
+        let g = t.gather_rows(r, &[2, 2, 0])?;
+        let g = t.sigmoid(g)?;
+        t.sum(g)
+    }
+    fn grads<T: readout_core::Real>(x: &Tensor<f64>, w: &Tensor<f64>) -> Vec<Vec<f64>> {
+        let mut t = Tape::<T>::new();
+        let (xv, wv) = (t.variable(x.cast()), t.variable(w.cast()));
+        let f = net(&mut t, xv, wv).unwrap();
+        let g = t.grad(f, None, &[xv, wv], true).unwrap();
+        let s0 = t.sum(g[0]).unwrap();
+        let s1 = t.sum(g[1]).unwrap();
+        let s = t.add(s0, s1).unwrap();
+        let h = t.grad(s, None, &[xv, wv], false).unwrap();
+        [g[0], g[1], h[0], h[1]]
+            .iter()
+            .map(|&v| t.value(v).unwrap().cast::<f64>().into_vec())
+            .collect()
+    }
+    let x = rand(50, &[4, 3], -1.0, 1.0);
+    let w = rand(51, &[3, 5], -1.0, 1.0);
+    let g64 = grads::<f64>(&x, &w);
+    let g32 = grads::<f32>(&x, &w);
+    for (i, (a, b)) in g32.iter().zip(&g64).enumerate() {
+        let scale = b.iter().fold(1.0f64, |m, v| m.max(v.abs()));
+        for (u, v) in a.iter().zip(b) {
+            assert!(
+                (u - v).abs() <= 1e-4 * scale,
+                "gradient {i}: f32 {u} vs f64 {v}"
+            );
+        }
+    }
+}
