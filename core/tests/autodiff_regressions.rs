@@ -916,3 +916,39 @@ fn f32_gradients_agree_with_f64() {
         }
     }
 }
+
+#[test]
+fn grad_runs_only_the_rules_between_its_wrt_and_the_output() {
+    // grad(E, [y], create_graph) inside an unrolled loop: E also depends on parameters
+    // (variables), but the recorded gradient must not include the rules towards them.
+    // The tape grows by the same amount whether the parameters are variables or not.
+    let growth = |params_are_variables: bool| {
+        let mut t = Tape::<f64>::new();
+        let a0 = rand(60, &[6, 4], -1.0, 1.0);
+        let w0 = rand(61, &[4, 4], -1.0, 1.0);
+        let (a, w) = if params_are_variables {
+            (t.variable(a0), t.variable(w0))
+        } else {
+            (t.constant(a0), t.constant(w0))
+        };
+        let y = t.variable(rand(62, &[6, 4], -1.0, 1.0));
+        let h = t.matmul(a, w).unwrap();
+        let h = t.tanh(h).unwrap();
+        let z = t.mul(h, y).unwrap();
+        let z = t.softplus(z).unwrap();
+        let e = t.sum(z).unwrap();
+        let (n, bytes) = (t.len(), t.stats().value_bytes);
+        let g = t.grad(e, None, &[y], true).unwrap()[0];
+        let grown = (t.len() - n, t.stats().value_bytes - bytes);
+        // The pruned gradient is still the full one, and differentiable in a and w.
+        let s = t.sum(g).unwrap();
+        let d = t.grad(s, None, &[a, w], false).unwrap();
+        let nonzero = t.value(d[0]).unwrap().data().iter().any(|v| *v != 0.0);
+        (grown, t.value(g).unwrap().clone(), nonzero)
+    };
+    let (with, g_with, nz_with) = growth(true);
+    let (without, g_without, nz_without) = growth(false);
+    assert_eq!(with, without, "(nodes, bytes) recorded by grad");
+    assert_eq!(g_with, g_without);
+    assert!(nz_with && !nz_without);
+}
