@@ -952,3 +952,29 @@ fn grad_runs_only_the_rules_between_its_wrt_and_the_output() {
     assert_eq!(g_with, g_without);
     assert!(nz_with && !nz_without);
 }
+
+/// `∂ⁿ/∂xⁿ Σ f(x)` for an elementwise `f`, from `n` nested `grad` calls.
+fn nth_derivative(x: &Tensor<f64>, n: usize, f: impl Fn(&mut Tape<f64>, Var) -> Out) -> Vec<f64> {
+    let mut tape = Tape::new();
+    let xv = tape.variable(x.clone());
+    let mut y = f(&mut tape, xv).unwrap();
+    for k in 0..n {
+        let s = tape.sum(y).unwrap();
+        y = tape.grad(s, None, &[xv], k + 1 < n).unwrap()[0];
+    }
+    tape.value(y).unwrap().data().to_vec()
+}
+
+#[test]
+fn powers_at_zero_have_finite_higher_derivatives() {
+    // PyTorch's pow backward is zero for the exponent 0; computing 0·x^(−1) instead
+    // gave NaN at x = 0 for d/dx x⁰, d²/dx² x¹ and d³/dx³ x².
+    let x = t1(&[0.0, 1.5, -2.0]);
+    assert_eq!(nth_derivative(&x, 1, |t, x| t.powf(x, 0.0)), [0.0; 3]);
+    assert_eq!(nth_derivative(&x, 1, |t, x| t.powf(x, 1.0)), [1.0; 3]);
+    assert_eq!(nth_derivative(&x, 2, |t, x| t.powf(x, 1.0)), [0.0; 3]);
+    assert_eq!(nth_derivative(&x, 2, |t, x| t.powf(x, 2.0)), [2.0; 3]);
+    assert_eq!(nth_derivative(&x, 3, |t, x| t.powf(x, 2.0)), [0.0; 3]);
+    assert_eq!(nth_derivative(&x, 3, |t, x| t.powf(x, 3.0)), [6.0; 3]);
+    assert_eq!(nth_derivative(&x, 4, |t, x| t.powf(x, 3.0)), [0.0; 3]);
+}
