@@ -26,6 +26,7 @@ extern crate alloc;
 pub mod equilibrium;
 pub mod error;
 pub mod init;
+pub mod mem_pool;
 pub mod optim;
 pub mod param;
 pub mod raw;
@@ -40,6 +41,7 @@ pub mod state_dict;
 
 pub use equilibrium::{EquilibriumAggregation, InnerGrad};
 pub use error::LayerError;
+pub use mem_pool::{Mask, MemPooling, PoolArgs, PoolPath, Pooled};
 pub use optim::{Adam, Sgd};
 pub use param::{Bound, Parameter, Parameters};
 pub use raw::RawTensor;
