@@ -2,7 +2,8 @@
 //!
 //! Same constructor arguments, parameter names (`state_dict` keys), initialisation and
 //! numbers as PyG 2.8.1; weights load from and save to PyG's safetensors files (`std`
-//! feature).
+//! feature: [`StateDict`], [`save_state_dict`], [`save_params`]), and the PyG reference
+//! cases are read by [`Case`] (`std` feature).
 //!
 //! ```
 //! use readout_layers::{EquilibriumAggregation, Segments};
@@ -28,11 +29,31 @@ pub mod init;
 pub mod mem_pool;
 pub mod optim;
 pub mod param;
+pub mod raw;
 pub mod segments;
+
+#[cfg(feature = "std")]
+pub mod case;
+#[cfg(feature = "std")]
+mod json;
+#[cfg(feature = "std")]
+pub mod state_dict;
 
 pub use equilibrium::{EquilibriumAggregation, InnerGrad};
 pub use error::LayerError;
 pub use mem_pool::{Mask, MemPooling, PoolArgs, PoolPath, Pooled};
 pub use optim::{Adam, Sgd};
 pub use param::{Bound, Parameter, Parameters};
+pub use raw::RawTensor;
 pub use segments::Segments;
+
+#[cfg(feature = "std")]
+pub use case::{
+    Case, CaseArgs, CaseMask, EquilibriumArgs, ForwardArgs, LayerKind, MemPoolingArgs, Worst,
+    load_cases, relative_error, worst_error,
+};
+#[cfg(feature = "std")]
+pub use state_dict::{
+    ParamView, StateDict, save_params, save_params_to_file, save_state_dict,
+    save_state_dict_to_file,
+};
