@@ -440,8 +440,26 @@ impl MemPooling {
         let p = self.params.bind(&mut tape, false);
         let xv = tape.constant(x.clone());
         let mut pooled = self.forward_on(&mut tape, &p, xv, args)?;
-        let s = pooled.s(&mut tape)?;
-        Ok((tape.value(pooled.out())?.clone(), tape.value(s)?.clone()))
+        let out = tape.value(pooled.out())?.clone();
+        let s = match pooled.s_rows {
+            // Nothing to differentiate: scatter the real rows straight into the padded
+            // tensor, one pass over it (the tape's scatter + reshape would copy it twice).
+            Some(rows) => {
+                let plan = &pooled.plan;
+                let k = self.num_clusters;
+                let src = tape.value(rows)?.data();
+                let mut data = vec![0.0f32; plan.padded_rows() * k];
+                for (row, &at) in src.chunks_exact(k).zip(&plan.positions) {
+                    data[at * k..(at + 1) * k].copy_from_slice(row);
+                }
+                Tensor::from_vec(&[plan.batch_size, plan.max_nodes, k], data)?
+            }
+            None => {
+                let s = pooled.s(&mut tape)?;
+                tape.value(s)?.clone()
+            }
+        };
+        Ok((out, s))
     }
 
     /// The inference path without padding: `(out [B, K, F'], S)` with `S` as
@@ -729,8 +747,7 @@ impl MemPooling {
     /// contributes 0; PyG 2.8.1 returns NaN there.
     ///
     /// # Errors
-    /// [`LayerError::WrongShape`] unless `S` has rank 3; [`LayerError::InvalidArgument`]
-    /// for `B = 0`.
+    /// [`LayerError::InvalidArgument`] unless `S` has rank 3 with `B ≥ 1`.
     pub fn kl_loss_on<T: Real>(tape: &mut Tape<T>, s: Var) -> Result<Var, LayerError> {
         kl::dense(tape, s)
     }
