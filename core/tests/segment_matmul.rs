@@ -266,3 +266,73 @@ fn zero_rows_and_zero_width() {
     let g = t.grad(s, None, &[a, c], false).unwrap();
     assert_eq!(t.value(g[0]).unwrap().shape(), &[0, 3]);
 }
+
+mod prop {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        /// Random segment sizes (empty, 1, 7, 8, 9 rows, ...): each product equals the
+        /// batched matmul of the zero-padded segments, and the ragged rows of `nn`/`nt`
+        /// equal the padded products' real rows.
+        #[test]
+        fn equals_padded_batched_matmul(
+            sizes in proptest::collection::vec(
+                prop_oneof![Just(0usize), Just(1), Just(7), Just(8), Just(9), 0usize..12], 1..6),
+            p in 1usize..5,
+            q in 1usize..5,
+            seed in any::<u64>(),
+        ) {
+            let mut rng = Rng(seed);
+            let b = sizes.len();
+            let n: usize = sizes.iter().sum();
+            let n_max = sizes.iter().copied().max().unwrap_or(0);
+            let mut ptr = vec![0];
+            for s in &sizes {
+                ptr.push(ptr.last().unwrap() + s);
+            }
+            let a = rng.tensor(&[n, p]);
+            let c = rng.tensor(&[n, q]);
+            let bn = rng.tensor(&[b, p, q]);
+            let bt = rng.tensor(&[b, q, p]);
+            // Zero-padded [B, N_max, ·] copies.
+            let pad = |t: &Tensor<f64>, w: usize| {
+                let mut d = vec![0.0; b * n_max * w];
+                for g in 0..b {
+                    for (j, i) in (ptr[g]..ptr[g + 1]).enumerate() {
+                        d[(g * n_max + j) * w..(g * n_max + j + 1) * w]
+                            .copy_from_slice(&t.data()[i * w..(i + 1) * w]);
+                    }
+                }
+                Tensor::from_vec(&[b, n_max, w], d).unwrap()
+            };
+            let mut t = Tape::<f64>::new();
+            let (av, cv) = (t.constant(a.clone()), t.constant(c.clone()));
+            let (bnv, btv) = (t.constant(bn), t.constant(bt));
+            let (ap, cp) = (t.constant(pad(&a, p)), t.constant(pad(&c, q)));
+            let tn = t.segment_matmul_tn(av, cv, &ptr).unwrap();
+            let tn_ref = t.matmul_with(ap, cp, true, false).unwrap();
+            let nn = t.segment_matmul_nn(av, bnv, &ptr).unwrap();
+            let nn_ref = t.matmul_with(ap, bnv, false, false).unwrap();
+            let nt = t.segment_matmul_nt(av, btv, &ptr).unwrap();
+            let nt_ref = t.matmul_with(ap, btv, false, true).unwrap();
+            let close = |x: &[f64], y: &[f64]| x.iter().zip(y).all(|(u, v)| (u - v).abs() < 1e-12);
+            prop_assert!(close(t.value(tn).unwrap().data(), t.value(tn_ref).unwrap().data()));
+            for (ragged, padded) in [(nn, nn_ref), (nt, nt_ref)] {
+                let r = t.value(ragged).unwrap().data().to_vec();
+                let pd = t.value(padded).unwrap().data().to_vec();
+                prop_assert_eq!(r.len(), n * q);
+                for g in 0..b {
+                    for (j, i) in (ptr[g]..ptr[g + 1]).enumerate() {
+                        prop_assert!(close(
+                            &r[i * q..(i + 1) * q],
+                            &pd[(g * n_max + j) * q..(g * n_max + j + 1) * q]
+                        ));
+                    }
+                }
+            }
+        }
+    }
+}
