@@ -58,6 +58,9 @@ pub(crate) enum Op<T> {
     Softmax,
     /// Layer norm over the last axis, with weight and bias parents when `affine`.
     LayerNorm { eps: T, affine: bool },
+    /// A node whose backward rule is supplied from outside (see [`crate::CustomBackward`]);
+    /// its inputs live in the op, not in the node's three parent slots.
+    Custom(Arc<crate::ops::custom::CustomOp<T>>),
 }
 
 impl<T> Op<T> {
@@ -108,5 +111,7 @@ pub(crate) fn backward_rule<T: Real>(
         }
         Op::Softmax => softmax::backward(tape, y, g).map(|d| [Some(d), None, None]),
         Op::LayerNorm { eps, affine } => layer_norm::backward(tape, ps, *eps, *affine, needs, g),
+        // Custom nodes are handled by the sweep itself (they have any number of inputs).
+        Op::Custom(_) => Ok([None; 3]),
     }
 }
