@@ -22,11 +22,14 @@
 #[cfg(feature = "std")]
 extern crate std;
 
+pub mod dispatch;
 pub mod elementwise;
 pub mod gemm;
 pub mod real;
 pub mod reduce;
 pub mod rows;
 pub mod segment;
+mod simd;
 
+pub use dispatch::Path;
 pub use real::Real;

@@ -198,6 +198,31 @@ impl<T: Real> Tape<T> {
         self.scale_rows_by_inverse(sum, counts)
     }
 
+    /// Repeats row `s` of `x` over CSR segment `s`: `out[i] = x[s]` for every
+    /// `i ∈ ptr[s] .. ptr[s+1]` (the CSR form of `gather_rows`, and the adjoint of
+    /// [`Tape::segment_sum`]). `x` has `ptr.len() − 1` rows; the output has `ptr`'s last
+    /// entry rows.
+    ///
+    /// # Errors
+    /// [`CoreError::BadRank`] for a scalar, [`CoreError::BadPtr`] unless `ptr` starts at
+    /// 0 and never decreases, [`CoreError::IndexLength`] unless `x` has one row per
+    /// segment.
+    pub fn repeat_segments(&mut self, x: Var, ptr: &[usize]) -> Result<Var, CoreError> {
+        let s = self.check("repeat_segments", x)?.dims();
+        rows_of("repeat_segments", s)?;
+        let n = ptr.last().copied().unwrap_or(0);
+        check_ptr("repeat_segments", ptr, n)?;
+        if s.first() != ptr.len() - 1 {
+            return Err(CoreError::IndexLength {
+                op: "repeat_segments",
+                arg: "ptr",
+                len: ptr.len(),
+                expected: s.first() + 1,
+            });
+        }
+        Ok(self.expand_ptr_shared(x, ptr.into()))
+    }
+
     /// Repeats row `s` of `x` over CSR segment `s` (the adjoint of `segment_sum`).
     fn expand_ptr_shared(&mut self, x: Var, ptr: Arc<[usize]>) -> Var {
         let t = self.val(x);

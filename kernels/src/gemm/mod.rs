@@ -1,6 +1,18 @@
 //! General matrix multiply: `C = alpha·op(A)·op(B) + beta·C`, row-major.
+//!
+//! For `f32` the work goes to the dispatched SIMD path ([`crate::dispatch`]): a packed,
+//! register-blocked kernel ([`driver`](self) → `pack` → `microkernel`) compiled for
+//! AVX2 + FMA or for `wide`. With the `rayon` feature, calls of at least
+//! [`PARALLEL_MIN_FLOPS`] are split into row blocks of `C`, one per thread of the
+//! current rayon pool; the result does not depend on the number of threads (the
+//! split is over rows of `C` only, never over `K`). `f64` uses the scalar reference.
+
+mod driver;
+mod microkernel;
+mod pack;
 
 use crate::Real;
+use crate::dispatch::{self, Path};
 
 /// Shape and layout of one GEMM call, BLAS style but row-major.
 ///
@@ -152,6 +164,119 @@ pub fn gemm<T: Real>(shape: &GemmShape, alpha: T, a: &[T], b: &[T], beta: T, c: 
     T::gemm_hook(shape, alpha, a, b, beta, c)
 }
 
+/// Below this many floating-point operations (`2·m·n·k`) a call stays on one thread:
+/// handing work to the rayon pool costs a few microseconds, which is what ~8 MFLOP
+/// take on one core here (measured: see the crate README).
+pub const PARALLEL_MIN_FLOPS: u64 = 8_000_000;
+
+/// [`gemm`] for `f32` on a given [`Path`] instead of the dispatched one (tests,
+/// benchmarks). Same contract and threading as [`gemm`].
+///
+/// # Panics
+/// As [`gemm`], and if `path` is not available here ([`Path::is_available`]).
+pub fn gemm_with(
+    path: Path,
+    shape: &GemmShape,
+    alpha: f32,
+    a: &[f32],
+    b: &[f32],
+    beta: f32,
+    c: &mut [f32],
+) {
+    dispatch::assert_available(path);
+    shape.check(a.len(), b.len(), c.len());
+    #[cfg(feature = "rayon")]
+    if parallel::gemm(path, shape, alpha, a, b, beta, c) {
+        return;
+    }
+    gemm_on(path, shape, alpha, a, b, beta, c);
+}
+
+/// The `f32` fast path behind [`Real::gemm_hook`].
+pub(crate) fn gemm_f32(sh: &GemmShape, alpha: f32, a: &[f32], b: &[f32], beta: f32, c: &mut [f32]) {
+    gemm_with(dispatch::active(), sh, alpha, a, b, beta, c)
+}
+
+/// One thread, one path. Slices already checked.
+fn gemm_on(path: Path, sh: &GemmShape, alpha: f32, a: &[f32], b: &[f32], beta: f32, c: &mut [f32]) {
+    match path {
+        Path::Scalar => reference::gemm(sh, alpha, a, b, beta, c),
+        Path::Portable => driver::gemm(crate::simd::portable::Portable, sh, alpha, a, b, beta, c),
+        Path::Avx2 => {
+            #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+            if let Some(t) = crate::simd::avx2::Avx2::detect() {
+                // SAFETY: `t` exists only if the CPU has AVX2 and FMA, the features
+                // `gemm_avx2` is compiled for.
+                unsafe { gemm_avx2(t, sh, alpha, a, b, beta, c) };
+                return;
+            }
+            unreachable!("AVX2 path requested without AVX2 (checked by the caller)")
+        }
+    }
+}
+
+/// The driver compiled for AVX2 + FMA (everything below it is `#[inline(always)]`).
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+#[target_feature(enable = "avx2,fma")]
+fn gemm_avx2(
+    t: crate::simd::avx2::Avx2,
+    sh: &GemmShape,
+    alpha: f32,
+    a: &[f32],
+    b: &[f32],
+    beta: f32,
+    c: &mut [f32],
+) {
+    driver::gemm(t, sh, alpha, a, b, beta, c)
+}
+
+#[cfg(feature = "rayon")]
+mod parallel {
+    use rayon::prelude::*;
+
+    use super::microkernel::MR;
+    use super::{GemmShape, PARALLEL_MIN_FLOPS, gemm_on};
+    use crate::dispatch::Path;
+
+    /// Runs the call split into row blocks of `C` on the current rayon pool, or
+    /// returns `false` (doing nothing) when it is too small to be worth splitting.
+    pub(super) fn gemm(
+        path: Path,
+        sh: &GemmShape,
+        alpha: f32,
+        a: &[f32],
+        b: &[f32],
+        beta: f32,
+        c: &mut [f32],
+    ) -> bool {
+        let threads = rayon::current_num_threads();
+        if threads < 2 || sh.flops() < PARALLEL_MIN_FLOPS || sh.m < 2 * MR {
+            return false;
+        }
+        // One block per thread, a multiple of MR rows each (full micro-kernel tiles).
+        let blocks = threads.min(sh.m / MR);
+        let rows = sh.m.div_ceil(blocks).div_ceil(MR) * MR;
+        let c_len = sh.c_len();
+        c[..c_len]
+            .par_chunks_mut(rows * sh.ldc)
+            .enumerate()
+            .for_each(|(i, c_blk)| {
+                let i0 = i * rows;
+                let sub = GemmShape {
+                    m: rows.min(sh.m - i0),
+                    ..*sh
+                };
+                let a_blk = if sh.trans_a {
+                    &a[i0..]
+                } else {
+                    &a[i0 * sh.lda..]
+                };
+                gemm_on(path, &sub, alpha, a_blk, b, beta, c_blk);
+            });
+        true
+    }
+}
+
 /// Scalar reference GEMM: the definition every fast path is tested against.
 pub mod reference {
     use super::GemmShape;
@@ -160,6 +285,10 @@ pub mod reference {
     /// Plain loops; same contract as [`super::gemm`].
     pub fn gemm<T: Real>(s: &GemmShape, alpha: T, a: &[T], b: &[T], beta: T, c: &mut [T]) {
         s.check(a.len(), b.len(), c.len());
+        if s.n == 0 {
+            // C may be empty while m > 0: there is no row to slice.
+            return;
+        }
         let at = |i: usize, p: usize| {
             if s.trans_a {
                 a[p * s.lda + i]

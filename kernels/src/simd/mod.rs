@@ -1,0 +1,131 @@
+//! The 8-lane `f32` vector abstraction every SIMD kernel is written against.
+//!
+//! Each kernel is written once, generic over [`Simd`], and compiled twice:
+//!
+//! - with [`avx2::Avx2`] (x86-64 only): `core::arch` AVX2 + FMA intrinsics. The generic
+//!   kernel is monomorphised *inside* a `#[target_feature(enable = "avx2,fma")]`
+//!   function, and every method and every generic kernel function is
+//!   `#[inline(always)]`, so the whole kernel ends up in one function compiled for
+//!   AVX2 + FMA even in a default build without `RUSTFLAGS`.
+//! - with [`portable::Portable`]: `wide::f32x8`, whose instruction set is fixed when
+//!   `wide` itself is compiled (two SSE halves in a default x86-64 build, NEON on
+//!   aarch64, scalar elsewhere). Used where AVX2 is not available.
+//!
+//! A value of a type implementing [`Simd`] is a *token*: holding one proves that the
+//! CPU can execute its instructions. [`avx2::Avx2`] can only be obtained from
+//! [`avx2::Avx2::detect`], which is what makes its (safe) methods sound.
+//!
+//! The AVX2 code is compiled on x86-64 targets with SSE2, i.e. every hosted one; it is
+//! left out of soft-float targets such as `x86_64-unknown-none`, where LLVM cannot
+//! generate vector code at all (and where the portable path runs on plain arrays).
+//!
+//! Masks (results of comparisons) are vectors whose lanes are all-ones or all-zeros.
+
+pub(crate) mod math;
+pub(crate) mod portable;
+
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+pub(crate) mod avx2;
+
+/// Number of `f32` lanes in one vector.
+pub(crate) const LANES: usize = 8;
+
+/// An instruction set for 8-lane `f32` vectors. See the module documentation.
+///
+/// Floating-point semantics follow IEEE 754 single precision (round to nearest) for
+/// `add`, `sub`, `mul`, `div`, `sqrt`, and a single rounding for `fma` (on the AVX2
+/// path; `wide` may round twice where the target has no FMA).
+pub(crate) trait Simd: Copy {
+    /// The vector type.
+    type V: Copy;
+
+    /// All lanes equal to `x`.
+    fn splat(self, x: f32) -> Self::V;
+    /// Loads the first 8 values of `s`. Panics if `s` is shorter.
+    fn load(self, s: &[f32]) -> Self::V;
+    /// Stores `v` into the first 8 values of `s`. Panics if `s` is shorter.
+    fn store(self, s: &mut [f32], v: Self::V);
+    /// Loads `min(s.len(), 8)` values; the other lanes are zero.
+    fn load_partial(self, s: &[f32]) -> Self::V;
+    /// Stores the first `min(s.len(), 8)` lanes of `v`.
+    fn store_partial(self, s: &mut [f32], v: Self::V);
+
+    /// `a + b`
+    fn add(self, a: Self::V, b: Self::V) -> Self::V;
+    /// `a - b`
+    fn sub(self, a: Self::V, b: Self::V) -> Self::V;
+    /// `a · b`
+    fn mul(self, a: Self::V, b: Self::V) -> Self::V;
+    /// `a / b`
+    fn div(self, a: Self::V, b: Self::V) -> Self::V;
+    /// `a · b + c`
+    fn fma(self, a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+    /// `√a`, correctly rounded.
+    fn sqrt(self, a: Self::V) -> Self::V;
+    /// Lane-wise maximum; when a lane of either is NaN the result lane is unspecified
+    /// (one of the two). Kernels that care about NaN patch it explicitly.
+    fn max(self, a: Self::V, b: Self::V) -> Self::V;
+    /// Lane-wise minimum; NaN lanes as for [`Simd::max`].
+    fn min(self, a: Self::V, b: Self::V) -> Self::V;
+    /// `|a|` (clears the sign bit).
+    fn abs(self, a: Self::V) -> Self::V;
+    /// `-a` (flips the sign bit).
+    fn neg(self, a: Self::V) -> Self::V;
+    /// Rounds to the nearest integer (ties to even).
+    fn round(self, a: Self::V) -> Self::V;
+
+    /// Mask `a < b` (false when either is NaN).
+    fn lt(self, a: Self::V, b: Self::V) -> Self::V;
+    /// Mask `a ≤ b` (false when either is NaN).
+    fn le(self, a: Self::V, b: Self::V) -> Self::V;
+    /// Mask `a == b` (false when either is NaN).
+    fn eq(self, a: Self::V, b: Self::V) -> Self::V;
+    /// Mask of the NaN lanes of `a`.
+    fn is_nan(self, a: Self::V) -> Self::V;
+    /// Bitwise `a | b` (mask union).
+    fn or(self, a: Self::V, b: Self::V) -> Self::V;
+    /// Bitwise `a & b` (mask intersection, or keep `b` where the mask `a` is set).
+    fn and(self, a: Self::V, b: Self::V) -> Self::V;
+    /// Lane-wise `if mask { t } else { f }`.
+    fn select(self, mask: Self::V, t: Self::V, f: Self::V) -> Self::V;
+    /// Whether any lane of the mask is set.
+    fn any(self, mask: Self::V) -> bool;
+
+    /// `2^n` for integral `n` in `[-126, 127]` (built from the exponent bits).
+    fn pow2i(self, n: Self::V) -> Self::V;
+    /// For positive, finite, normal `x`: `(m, e)` with `x = m · 2^e`, `m ∈ [1, 2)`, `e`
+    /// an integer (as `f32`). Other inputs give unspecified lanes.
+    fn frexp(self, x: Self::V) -> (Self::V, Self::V);
+
+    /// Sum of the 8 lanes.
+    fn reduce_add(self, a: Self::V) -> f32;
+    /// Maximum of the 8 lanes (NaN lanes as for [`Simd::max`]).
+    fn reduce_max(self, a: Self::V) -> f32;
+
+    /// All lanes zero.
+    #[inline(always)]
+    fn zero(self) -> Self::V {
+        self.splat(0.0)
+    }
+
+    /// `(p, e)` with `p = a·b` rounded and `p + e = a·b` exactly (barring overflow
+    /// and underflow). This default is Dekker's product (Veltkamp splitting), exact
+    /// without a fused multiply-add; implementations with a fused FMA override it
+    /// with `e = fma(a, b, −p)`.
+    #[inline(always)]
+    fn two_prod(self, a: Self::V, b: Self::V) -> (Self::V, Self::V) {
+        let split = |v: Self::V| {
+            // 2^12 + 1 splits a 24-bit significand into two 12-bit halves.
+            let c = self.mul(self.splat(4097.0), v);
+            let hi = self.sub(c, self.sub(c, v));
+            (hi, self.sub(v, hi))
+        };
+        let p = self.mul(a, b);
+        let (ah, al) = split(a);
+        let (bh, bl) = split(b);
+        let e = self.sub(self.mul(ah, bh), p);
+        let e = self.add(e, self.mul(ah, bl));
+        let e = self.add(e, self.mul(al, bh));
+        (p, self.add(e, self.mul(al, bl)))
+    }
+}

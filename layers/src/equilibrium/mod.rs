@@ -1,0 +1,354 @@
+//! PyG's `EquilibriumAggregation`: a set's output is the point an unrolled inner
+//! optimisation reaches on a learned energy.
+//!
+//! For sets `s` of elements `x_i`, with a learned potential `F` and `y₀ = 0`:
+//!
+//! ```text
+//! E(y) = Σ_s mean_{i ∈ s} F(x_i, y_s) + softplus(λ) · mean_s ‖y_s‖²
+//! g_t  = ∂E/∂y (y_t)                                    (create_graph = true)
+//! m_t  = sigmoid(μ) · m_{t−1} − softplus(η) · g_t,   m_0 = 0
+//! y_{t+1} = y_t + m_t                                   t = 0 .. grad_iter − 1
+//! ```
+//!
+//! `F` is PyG's `ResNetPotential` on `inp = [x_i, y_s]`: blocks
+//! `h ← tanh(LayerNorm(Linear(h))) + Linear_res(inp)` for each hidden size, then
+//! `F = Linear(h → 1) + Linear_res(inp → 1)`. The regulariser's mean runs over all
+//! `dim_size` sets, empty ones included; empty sets output zero rows.
+//!
+//! Parameters (PyG `state_dict` keys, for hidden sizes `h_1 .. h_L`, `c = in + out`):
+//! `lamb [1]`; `potential.layers.{i}.0.weight [h_{i+1}, h_i or c]`, `.0.bias`,
+//! `potential.layers.{i}.1.weight [h_{i+1}]` (LayerNorm), `.1.bias`;
+//! `potential.layers.{L}.weight [1, h_L or c]`, `.bias [1]`;
+//! `potential.res_trans.{j}.weight [h_{j+1} or 1, c]`, `.bias`;
+//! `optimizer._lr [1]` (η, used as `softplus(η)`), `optimizer._mom [1]` (μ, used as
+//! `sigmoid(μ)`).
+
+mod eager;
+mod potential;
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use rand::Rng;
+use rand::SeedableRng;
+use readout_core::{Real, Shape, Tape, Tensor, Var};
+
+use crate::error::LayerError;
+use crate::init;
+use crate::param::{Bound, Parameter, Parameters};
+use crate::segments::{Layout, Segments};
+
+/// How the inner gradients `∂E/∂y` are computed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InnerGrad {
+    /// Recorded (`create_graph = true`), as PyG always does: the output can be
+    /// differentiated with respect to every parameter and `x`, through the inner steps.
+    Record,
+    /// Computed eagerly and the energy's graph freed after each step: the same output,
+    /// far less memory and time, but nothing to differentiate afterwards.
+    Eager,
+}
+
+/// Where each parameter sits in the `state_dict` order.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct ParamIndex {
+    in_channels: usize,
+    out_channels: usize,
+    hidden: Vec<usize>,
+}
+
+impl ParamIndex {
+    fn lamb(&self) -> usize {
+        0
+    }
+    /// Weight and bias of block `i`'s linear (`i ≥ 1`; block 0 is `first_linear`).
+    fn block_linear(&self, i: usize) -> (usize, usize) {
+        (1 + 4 * i, 2 + 4 * i)
+    }
+    /// Weight and bias of block `i`'s LayerNorm.
+    fn block_norm(&self, i: usize) -> (usize, usize) {
+        (3 + 4 * i, 4 + 4 * i)
+    }
+    /// The linear that reads the raw input first.
+    fn first_linear(&self) -> (usize, usize) {
+        (1, 2)
+    }
+    /// The final `Linear(→ 1)`.
+    fn last_linear(&self) -> (usize, usize) {
+        let l = self.hidden.len();
+        (1 + 4 * l, 2 + 4 * l)
+    }
+    fn res_trans(&self, j: usize) -> (usize, usize) {
+        let base = 3 + 4 * self.hidden.len();
+        (base + 2 * j, base + 2 * j + 1)
+    }
+    fn lr(&self) -> usize {
+        3 + 4 * self.hidden.len() + 2 * (self.hidden.len() + 1)
+    }
+    fn mom(&self) -> usize {
+        self.lr() + 1
+    }
+
+    /// Keys and shapes of every parameter, in PyG's `state_dict` order.
+    fn layout(&self) -> Vec<(String, Shape)> {
+        let c = self.in_channels + self.out_channels;
+        let mut v = Vec::new();
+        v.push((String::from("lamb"), Shape::d1(1)));
+        let mut prev = c;
+        for (i, &h) in self.hidden.iter().enumerate() {
+            v.push((format!("potential.layers.{i}.0.weight"), Shape::d2(h, prev)));
+            v.push((format!("potential.layers.{i}.0.bias"), Shape::d1(h)));
+            v.push((format!("potential.layers.{i}.1.weight"), Shape::d1(h)));
+            v.push((format!("potential.layers.{i}.1.bias"), Shape::d1(h)));
+            prev = h;
+        }
+        let l = self.hidden.len();
+        v.push((format!("potential.layers.{l}.weight"), Shape::d2(1, prev)));
+        v.push((format!("potential.layers.{l}.bias"), Shape::d1(1)));
+        for (j, &h) in self.hidden.iter().chain(core::iter::once(&1)).enumerate() {
+            v.push((format!("potential.res_trans.{j}.weight"), Shape::d2(h, c)));
+            v.push((format!("potential.res_trans.{j}.bias"), Shape::d1(h)));
+        }
+        v.push((String::from("optimizer._lr"), Shape::d1(1)));
+        v.push((String::from("optimizer._mom"), Shape::d1(1)));
+        v
+    }
+}
+
+/// PyG's `EquilibriumAggregation(in_channels, out_channels, num_layers, grad_iter, lamb)`.
+///
+/// ```
+/// use readout_layers::{EquilibriumAggregation, Segments};
+/// use readout_core::Tensor;
+///
+/// # fn main() -> Result<(), readout_layers::LayerError> {
+/// let layer = EquilibriumAggregation::new(3, 2, &[8, 8], 5, 0.1)?;
+/// let x = Tensor::from_vec(&[4, 3], (0..12).map(|v| v as f32 / 10.0).collect())?;
+/// // Elements 0 and 2 form set 0, elements 1 and 3 set 1.
+/// let y = layer.forward(&x, Segments::Index(&[0, 1, 0, 1]), None)?;
+/// assert_eq!(y.shape(), &[2, 2]);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct EquilibriumAggregation {
+    idx: ParamIndex,
+    grad_iter: usize,
+    initial_lamb: f32,
+    params: Parameters,
+}
+
+/// PyG's `MomentumOptimizer` defaults.
+const INITIAL_LR: f32 = 0.1;
+const INITIAL_MOM: f32 = 0.9;
+
+impl EquilibriumAggregation {
+    /// A layer with PyG's constructor arguments (PyG's defaults: `grad_iter = 5`,
+    /// `lamb = 0.1`), initialised as PyG initialises it from a fixed seed; call
+    /// [`EquilibriumAggregation::reset_parameters`] for a draw from your own generator.
+    ///
+    /// # Errors
+    /// [`LayerError::InvalidArgument`] for `in_channels` or `out_channels` of 0, a
+    /// hidden size of 0, or a non-finite `lamb`.
+    pub fn new(
+        in_channels: usize,
+        out_channels: usize,
+        num_layers: &[usize],
+        grad_iter: usize,
+        lamb: f32,
+    ) -> Result<Self, LayerError> {
+        if in_channels == 0 {
+            return Err(LayerError::invalid_argument(
+                "in_channels",
+                0,
+                "must be ≥ 1",
+            ));
+        }
+        if out_channels == 0 {
+            return Err(LayerError::invalid_argument(
+                "out_channels",
+                0,
+                "must be ≥ 1",
+            ));
+        }
+        if let Some(i) = num_layers.iter().position(|&h| h == 0) {
+            return Err(LayerError::invalid_argument(
+                "num_layers",
+                format!("{num_layers:?}"),
+                format!("hidden size {i} is 0"),
+            ));
+        }
+        if !lamb.is_finite() {
+            return Err(LayerError::invalid_argument("lamb", lamb, "must be finite"));
+        }
+        let idx = ParamIndex {
+            in_channels,
+            out_channels,
+            hidden: num_layers.to_vec(),
+        };
+        let params = Parameters::new(
+            idx.layout()
+                .into_iter()
+                .map(|(n, s)| Parameter::new(n, Tensor::filled(s, 0.0)))
+                .collect(),
+        );
+        let mut layer = EquilibriumAggregation {
+            idx,
+            grad_iter,
+            initial_lamb: lamb,
+            params,
+        };
+        layer.reset_parameters(&mut rand::rngs::Xoshiro256PlusPlus::seed_from_u64(0));
+        Ok(layer)
+    }
+
+    /// Re-draws every parameter as PyG's `reset_parameters` does: linears
+    /// `U(−1/√fan_in, 1/√fan_in)`, LayerNorm weight 1 and bias 0, `lamb` back to its
+    /// initial value, `optimizer._lr = 0.1`, `optimizer._mom = 0.9`.
+    pub fn reset_parameters<R: Rng + ?Sized>(&mut self, rng: &mut R) {
+        let layout = self.idx.layout();
+        for (i, (name, shape)) in layout.into_iter().enumerate() {
+            let value = if name == "lamb" {
+                Tensor::filled(shape, self.initial_lamb)
+            } else if name == "optimizer._lr" {
+                Tensor::filled(shape, INITIAL_LR)
+            } else if name == "optimizer._mom" {
+                Tensor::filled(shape, INITIAL_MOM)
+            } else if name.ends_with(".1.weight") {
+                Tensor::filled(shape, 1.0)
+            } else if name.ends_with(".1.bias") {
+                Tensor::filled(shape, 0.0)
+            } else if name.ends_with(".weight") {
+                let d = shape.dims();
+                init::uniform(rng, shape, 1.0 / libm::sqrtf(d[1] as f32))
+            } else {
+                // A linear's bias: its bound comes from the weight just before it.
+                let fan_in = self.params.at(i - 1).value().shape()[1];
+                init::uniform(rng, shape, 1.0 / libm::sqrtf(fan_in as f32))
+            };
+            *self.params.at_mut(i) = Parameter::new(name, value);
+        }
+    }
+
+    /// Size of each input element.
+    pub fn in_channels(&self) -> usize {
+        self.idx.in_channels
+    }
+
+    /// Size of each output row.
+    pub fn out_channels(&self) -> usize {
+        self.idx.out_channels
+    }
+
+    /// Hidden sizes of the potential.
+    pub fn num_layers(&self) -> &[usize] {
+        &self.idx.hidden
+    }
+
+    /// Inner optimisation steps.
+    pub fn grad_iter(&self) -> usize {
+        self.grad_iter
+    }
+
+    /// The parameters, in PyG's `state_dict` order.
+    pub fn parameters(&self) -> &Parameters {
+        &self.params
+    }
+
+    /// The parameters, mutable (for optimisers and loading weights).
+    pub fn parameters_mut(&mut self) -> &mut Parameters {
+        &mut self.params
+    }
+
+    /// The inference path: the output `[dim_size, out_channels]` for `x [N, in_channels]`,
+    /// with eager inner gradients (see [`InnerGrad::Eager`]).
+    ///
+    /// # Errors
+    /// See [`EquilibriumAggregation::forward_on`].
+    pub fn forward(
+        &self,
+        x: &Tensor<f32>,
+        segments: Segments<'_>,
+        dim_size: Option<usize>,
+    ) -> Result<Tensor<f32>, LayerError> {
+        let mut tape = Tape::new();
+        let p = self.params.bind(&mut tape, false);
+        let xv = tape.constant(x.clone());
+        let y = self.forward_on(&mut tape, &p, xv, segments, dim_size, InnerGrad::Eager)?;
+        Ok(tape.value(y)?.clone())
+    }
+
+    /// The forward pass on a tape, for training or for gradients of `x`: bind the
+    /// parameters with [`Parameters::bind`], put `x` on the tape, and differentiate the
+    /// returned `[dim_size, out_channels]` output with [`Tape::backward`] (then
+    /// [`Parameters::accumulate`]) or [`Tape::grad`].
+    ///
+    /// With [`InnerGrad::Record`] every inner step is recorded, so the tape grows by
+    /// about `grad_iter × (forward + backward of the potential)` nodes.
+    ///
+    /// # Errors
+    /// [`LayerError::WrongShape`] if `x` is not `[N, in_channels]`;
+    /// [`LayerError::LengthMismatch`] if `index` does not have `N` entries;
+    /// [`LayerError::InvalidArgument`] for a negative `index` or `ptr` entry, or a
+    /// `dim_size` smaller than `max(index) + 1` or than the sets `ptr` describes;
+    /// [`LayerError::Core`] with [`readout_core::CoreError::BadPtr`] for a `ptr` that
+    /// does not start at 0, decreases, or does not end at `N`.
+    pub fn forward_on<T: Real>(
+        &self,
+        tape: &mut Tape<T>,
+        params: &Bound,
+        x: Var,
+        segments: Segments<'_>,
+        dim_size: Option<usize>,
+        mode: InnerGrad,
+    ) -> Result<Var, LayerError> {
+        let xs = tape.value(x)?.shape().to_vec();
+        if xs.len() != 2 || xs[1] != self.idx.in_channels {
+            return Err(LayerError::WrongShape {
+                name: "x".into(),
+                expected: alloc::vec![xs.first().copied().unwrap_or(0), self.idx.in_channels],
+                got: xs,
+            });
+        }
+        if params.vars().len() != self.params.len() {
+            return Err(LayerError::LengthMismatch {
+                name: "params".into(),
+                expected: self.params.len(),
+                got: params.vars().len(),
+            });
+        }
+        let layout = Layout::new(segments, xs[0], dim_size)?;
+        let sets = layout.dim_size();
+        if mode == InnerGrad::Eager {
+            let xv: Vec<T> = tape.value(x)?.data().to_vec();
+            let y = eager::solve(&self.idx, &self.params, self.grad_iter, &xv, &layout);
+            return Ok(tape.constant(Tensor::from_shape(
+                Shape::d2(sets, self.idx.out_channels),
+                y,
+            )?));
+        }
+        let hoisted = potential::hoist(tape, &self.idx, params, x)?;
+        let lr = tape.softplus(params.var(self.idx.lr()))?;
+        let mom = tape.sigmoid(params.var(self.idx.mom()))?;
+        let zeros = Tensor::filled(Shape::d2(sets, self.idx.out_channels), T::ZERO);
+        let mut y = tape.variable(zeros);
+        let mut momentum: Option<Var> = None;
+        for _ in 0..self.grad_iter {
+            let e = potential::energy(tape, &self.idx, params, &hoisted, y, &layout)?;
+            let g = tape.grad(e, None, &[y], true)?[0];
+            let delta = tape.mul(g, lr)?;
+            let m = match momentum {
+                // m_0 = 0, so the first step is −delta (PyG computes sigmoid(μ)·0 − delta).
+                None => tape.neg(delta)?,
+                Some(prev) => {
+                    let decayed = tape.mul(prev, mom)?;
+                    tape.sub(decayed, delta)?
+                }
+            };
+            y = tape.add(y, m)?;
+            momentum = Some(m);
+        }
+        Ok(y)
+    }
+}

@@ -1,0 +1,567 @@
+//! The state-dict loader's error paths on files built here with the `safetensors`
+//! crate, the save → load round trip, and garbage bytes (never a panic).
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use proptest::prelude::*;
+use readout_layers::{
+    Case, LayerError, ParamView, RawTensor, StateDict, relative_error, save_params,
+    save_params_to_file, save_state_dict, worst_error,
+};
+use safetensors::tensor::{Dtype, View, serialize};
+
+struct Raw {
+    dtype: Dtype,
+    shape: Vec<usize>,
+    bytes: Vec<u8>,
+}
+
+impl View for &Raw {
+    fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(&self.bytes)
+    }
+    fn data_len(&self) -> usize {
+        self.bytes.len()
+    }
+}
+
+fn f32s(shape: &[usize], v: &[f32]) -> Raw {
+    Raw {
+        dtype: Dtype::F32,
+        shape: shape.to_vec(),
+        bytes: v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+    }
+}
+fn f64s(shape: &[usize], v: &[f64]) -> Raw {
+    Raw {
+        dtype: Dtype::F64,
+        shape: shape.to_vec(),
+        bytes: v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+    }
+}
+
+fn file(tensors: &[(&str, Raw)], meta: Option<&[(&str, &str)]>) -> Vec<u8> {
+    let meta = meta.map(|m| {
+        m.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<HashMap<_, _>>()
+    });
+    serialize(tensors.iter().map(|(n, r)| (n.to_string(), r)), meta).unwrap()
+}
+
+fn lin_file() -> Vec<u8> {
+    file(
+        &[
+            ("lin.weight", f32s(&[2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0])),
+            ("lamb", f32s(&[1], &[0.1])),
+        ],
+        None,
+    )
+}
+
+#[test]
+fn take_and_finish() {
+    let mut sd = StateDict::from_bytes(&lin_file()).unwrap();
+    assert_eq!(sd.names().collect::<Vec<_>>(), ["lamb", "lin.weight"]);
+    let w = sd.take("lin.weight", &[2, 3]).unwrap();
+    assert_eq!(w.data(), &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+    let l = sd.take("lamb", &[1]).unwrap();
+    assert_eq!(l.shape(), &[1]);
+    sd.finish().unwrap();
+}
+
+#[test]
+fn missing_tensor() {
+    let mut sd = StateDict::from_bytes(&lin_file()).unwrap();
+    let e = sd.take("lin.bias", &[2]).unwrap_err();
+    assert_eq!(
+        e,
+        LayerError::MissingTensor {
+            name: "lin.bias".into()
+        }
+    );
+    assert!(e.to_string().contains("lin.bias"));
+}
+
+#[test]
+fn extra_tensors() {
+    let mut sd = StateDict::from_bytes(&lin_file()).unwrap();
+    sd.take("lamb", &[1]).unwrap();
+    let e = sd.finish().unwrap_err();
+    assert_eq!(
+        e,
+        LayerError::UnexpectedTensors {
+            names: vec!["lin.weight".into()]
+        }
+    );
+    assert!(e.to_string().contains("`lin.weight`"));
+}
+
+#[test]
+fn misshapen_tensor_stays() {
+    let mut sd = StateDict::from_bytes(&lin_file()).unwrap();
+    let e = sd.take("lin.weight", &[3, 2]).unwrap_err();
+    assert_eq!(
+        e,
+        LayerError::WrongShape {
+            name: "lin.weight".into(),
+            expected: vec![3, 2],
+            got: vec![2, 3]
+        }
+    );
+    assert!(e.to_string().contains("[2, 3]") && e.to_string().contains("[3, 2]"));
+    // Still there, so that finish() reports it too.
+    assert!(sd.get("lin.weight").is_some());
+    // A scalar in PyG is shape [1], not [].
+    assert!(matches!(
+        sd.take("lamb", &[]),
+        Err(LayerError::WrongShape { .. })
+    ));
+}
+
+#[test]
+fn wrong_dtypes() {
+    for (dtype, bytes) in [
+        (Dtype::I64, 8),
+        (Dtype::F16, 2),
+        (Dtype::BF16, 2),
+        (Dtype::BOOL, 1),
+    ] {
+        let f = file(
+            &[(
+                "k",
+                Raw {
+                    dtype,
+                    shape: vec![1],
+                    bytes: vec![0; bytes],
+                },
+            )],
+            None,
+        );
+        let e = StateDict::from_bytes(&f).unwrap_err();
+        assert_eq!(
+            e,
+            LayerError::WrongDtype {
+                name: "k".into(),
+                expected: "F32 or F64",
+                got: format!("{dtype:?}")
+            }
+        );
+        assert!(e.to_string().contains('k'));
+    }
+}
+
+#[test]
+fn non_finite_values() {
+    for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+        let f = file(
+            &[("conv.weight", f32s(&[1, 3, 1, 1], &[0.5, 1.0, bad]))],
+            None,
+        );
+        match StateDict::from_bytes(&f).unwrap_err() {
+            LayerError::NonFinite {
+                name,
+                position,
+                value,
+            } => {
+                assert_eq!(name, "conv.weight");
+                assert_eq!(position, 2);
+                assert_eq!(value.is_nan(), bad.is_nan());
+            }
+            e => panic!("{e}"),
+        }
+    }
+    // An F64 value beyond the f32 range.
+    let f = file(&[("lamb", f64s(&[1], &[1e300]))], None);
+    assert!(matches!(
+        StateDict::from_bytes(&f),
+        Err(LayerError::NonFinite { position: 0, value, .. }) if value == 1e300
+    ));
+}
+
+#[test]
+fn f64_files_are_accepted_and_rounded() {
+    let f = file(&[("k", f64s(&[2, 1, 1], &[0.1, -2.5]))], None);
+    let mut sd = StateDict::from_bytes(&f).unwrap();
+    let k = sd.take("k", &[2, 1, 1]).unwrap();
+    assert_eq!(k.data(), &[0.1f32, -2.5]);
+}
+
+#[test]
+fn rank_four_parameters() {
+    let f = file(
+        &[("conv.weight", f32s(&[1, 3, 1, 1], &[0.1, 0.2, 0.3]))],
+        None,
+    );
+    let mut sd = StateDict::from_bytes(&f).unwrap();
+    // Rank 4 is kept as PyG's shape and reshaped on request.
+    assert_eq!(sd.get("conv.weight").unwrap().shape(), &[1, 3, 1, 1]);
+    assert!(matches!(
+        sd.take("conv.weight", &[1, 3, 1, 1]),
+        Err(LayerError::Core(_))
+    ));
+    assert!(
+        sd.get("conv.weight").is_some(),
+        "a failed take leaves the tensor"
+    );
+    assert!(matches!(
+        sd.take_reshaped("conv.weight", &[1, 3, 1, 1], &[2]),
+        Err(LayerError::InvalidArgument { name: "shape", .. })
+    ));
+    let w = sd
+        .take_reshaped("conv.weight", &[1, 3, 1, 1], &[3])
+        .unwrap();
+    assert_eq!(w.shape(), &[3]);
+    sd.finish().unwrap();
+}
+
+#[test]
+fn round_trip() {
+    let w = RawTensor::new("w", vec![2, 3], vec![1.0f32, -2.0, 3.5, 0.0, 1e-30, -7.25])
+        .unwrap()
+        .into_tensor()
+        .unwrap();
+    let lamb = RawTensor::new("l", vec![1], vec![0.1f32])
+        .unwrap()
+        .into_tensor()
+        .unwrap();
+    let conv = RawTensor::new("c", vec![3], vec![0.25f32, -0.5, 1.0])
+        .unwrap()
+        .into_tensor()
+        .unwrap();
+    let bytes = save_params(&[
+        ParamView::of("lin.weight", &w),
+        ParamView::of("lamb", &lamb),
+        ParamView::with_shape("conv.weight", &[1, 3, 1, 1], &conv),
+    ])
+    .unwrap();
+    let mut sd = StateDict::from_bytes(&bytes).unwrap();
+    assert_eq!(sd.take("lin.weight", &[2, 3]).unwrap(), w);
+    assert_eq!(sd.take("lamb", &[1]).unwrap(), lamb);
+    assert_eq!(
+        sd.take_reshaped("conv.weight", &[1, 3, 1, 1], &[3])
+            .unwrap(),
+        conv
+    );
+    sd.finish().unwrap();
+
+    // The raw safetensors view: F32 little-endian, PyG's shapes.
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let v = st.tensor("conv.weight").unwrap();
+    assert_eq!(v.dtype(), Dtype::F32);
+    assert_eq!(v.shape(), &[1, 3, 1, 1]);
+    assert_eq!(
+        v.data(),
+        &[0.25f32, -0.5, 1.0]
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect::<Vec<_>>()[..]
+    );
+
+    // save_state_dict and StateDict::to_bytes agree with save_params.
+    let again =
+        save_state_dict(&[("lin.weight".to_string(), &w), ("lamb".to_string(), &lamb)]).unwrap();
+    let sd2 = StateDict::from_bytes(&again).unwrap();
+    assert_eq!(
+        StateDict::from_bytes(&sd2.to_bytes().unwrap()).unwrap(),
+        sd2
+    );
+
+    // Through a file.
+    let dir = std::env::temp_dir().join(format!("readout-io-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("w.safetensors");
+    save_params_to_file(&path, &[ParamView::of("lin.weight", &w)]).unwrap();
+    let mut sd3 = StateDict::from_file(&path).unwrap();
+    assert_eq!(sd3.take("lin.weight", &[2, 3]).unwrap(), w);
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(matches!(
+        StateDict::from_file(dir.join("nope")),
+        Err(LayerError::Io { .. })
+    ));
+}
+
+#[test]
+fn save_refuses_bad_input() {
+    let w = RawTensor::new("w", vec![2], vec![1.0f32, f32::NAN])
+        .unwrap()
+        .into_tensor()
+        .unwrap();
+    assert!(matches!(
+        save_params(&[ParamView::of("w", &w)]),
+        Err(LayerError::NonFinite { position: 1, .. })
+    ));
+    let ok = RawTensor::new("w", vec![2], vec![1.0f32, 2.0])
+        .unwrap()
+        .into_tensor()
+        .unwrap();
+    assert_eq!(
+        save_params(&[ParamView::of("a", &ok), ParamView::of("a", &ok)]).unwrap_err(),
+        LayerError::DuplicateTensor { name: "a".into() }
+    );
+    assert!(matches!(
+        save_params(&[ParamView::with_shape("a", &[3], &ok)]),
+        Err(LayerError::LengthMismatch {
+            expected: 3,
+            got: 2,
+            ..
+        })
+    ));
+    assert!(matches!(
+        save_params(&[ParamView::of("", &ok)]),
+        Err(LayerError::InvalidArgument { name: "name", .. })
+    ));
+    let mut sd = StateDict::new();
+    sd.insert("a", RawTensor::new("a", vec![1], vec![1.0]).unwrap())
+        .unwrap();
+    assert!(matches!(
+        sd.insert("a", RawTensor::new("a", vec![1], vec![1.0]).unwrap()),
+        Err(LayerError::DuplicateTensor { .. })
+    ));
+    assert!(RawTensor::new("r", vec![2, 2], vec![1.0f32]).is_err());
+}
+
+#[test]
+fn not_safetensors() {
+    // An empty table is a valid, empty file.
+    assert!(
+        StateDict::from_bytes(b"\x02\x00\x00\x00\x00\x00\x00\x00{}")
+            .unwrap()
+            .is_empty()
+    );
+    for bytes in [
+        &b""[..],
+        b"12345678",
+        b"\x02\x00\x00\x00\x00\x00\x00\x00[]",
+        b"\xff\xff\xff\xff\xff\xff\xff\xff",
+    ] {
+        assert!(
+            matches!(StateDict::from_bytes(bytes), Err(LayerError::Parse { .. })),
+            "{bytes:?}"
+        );
+    }
+}
+
+fn case_file(meta: &[(&str, &str)]) -> Vec<u8> {
+    file(
+        &[
+            ("input.x", f32s(&[2, 1], &[1.0, 2.0])),
+            ("param.lamb", f32s(&[1], &[0.1])),
+        ],
+        Some(meta),
+    )
+}
+
+const EQ_ARGS: &str =
+    r#"{"in_channels": 1, "out_channels": 2, "num_layers": [], "grad_iter": 1, "lamb": 0.1}"#;
+
+#[test]
+fn case_metadata_errors() {
+    let good = [
+        ("layer", "EquilibriumAggregation"),
+        ("args", EQ_ARGS),
+        ("forward", "{}"),
+        ("kl_weight", "0.0"),
+        ("loss", "sum(out * lossw.out)"),
+    ];
+    let c = Case::from_bytes("t", &case_file(&good)).unwrap();
+    assert_eq!(c.x.shape(), &[2, 1]);
+    assert_eq!(c.params.len(), 1);
+
+    let bad_key = |meta: &[(&str, &str)]| match Case::from_bytes("t", &case_file(meta)) {
+        Err(LayerError::BadMetadata { key, reason }) => format!("{key}: {reason}"),
+        other => panic!("{other:?}"),
+    };
+    let with = |k: &str, v: &str| -> String {
+        let mut m: Vec<(&str, &str)> = good.iter().filter(|(kk, _)| *kk != k).copied().collect();
+        m.push((k, v));
+        bad_key(&m)
+    };
+    let args = |from: &str, to: &str| EQ_ARGS.replace(from, to);
+    assert!(with("layer", "GCNConv").starts_with("layer"));
+    assert!(with("args", "{").starts_with("args: invalid JSON"));
+    assert!(with("args", r#"{"in_channels": 1}"#).contains("missing"));
+    assert!(
+        with("args", &args("\"in_channels\": 1, ", "")).starts_with("args.in_channels: missing")
+    );
+    assert!(with("args", &args("\"grad_iter\": 1", "\"grad_iter\": -1")).contains("-1"));
+    assert!(with("args", &args("\"grad_iter\": 1", "\"grad_iter\": 1.5")).contains("1.5"));
+    assert!(with("args", &args("}", ", \"heads\": 2}")).contains("heads"));
+    assert!(with("forward", r#"{"batch_size": 3}"#).contains("batch_size"));
+    assert!(with("kl_weight", "NaN").starts_with("kl_weight"));
+    assert!(with("surprise", "1").starts_with("surprise"));
+    let no_loss: Vec<(&str, &str)> = good.iter().filter(|(k, _)| *k != "loss").copied().collect();
+    assert!(bad_key(&no_loss).starts_with("loss"));
+    let mut null_dim: Vec<(&str, &str)> = good
+        .iter()
+        .filter(|(k, _)| *k != "forward")
+        .copied()
+        .collect();
+    null_dim.push(("forward", r#"{"dim_size": null}"#));
+    assert_eq!(
+        Case::from_bytes("t", &case_file(&null_dim))
+            .unwrap()
+            .forward
+            .dim_size,
+        None
+    );
+
+    // Tensors outside the format, the wrong dtype, a mask byte other than 0/1.
+    let f = file(
+        &[
+            ("input.x", f32s(&[1, 1], &[1.0])),
+            ("junk", f32s(&[1], &[1.0])),
+            ("input.batch", f32s(&[1], &[0.0])),
+        ],
+        Some(&good),
+    );
+    assert_eq!(
+        Case::from_bytes("t", &f).unwrap_err(),
+        LayerError::UnexpectedTensors {
+            names: vec!["input.batch".into(), "junk".into()]
+        }
+    );
+    let f = file(
+        &[
+            ("input.x", f32s(&[1, 1], &[1.0])),
+            ("input.index", f32s(&[1], &[0.0])),
+        ],
+        Some(&good),
+    );
+    assert!(matches!(
+        Case::from_bytes("t", &f),
+        Err(LayerError::WrongDtype {
+            expected: "I64",
+            ..
+        })
+    ));
+    let mp = [
+        ("layer", "MemPooling"),
+        (
+            "args",
+            r#"{"in_channels": 1, "out_channels": 1, "heads": 1, "num_clusters": 1, "tau": 1.0}"#,
+        ),
+        ("forward", "{}"),
+        ("kl_weight", "0.7"),
+        ("loss", "l"),
+    ];
+    let f = file(
+        &[
+            ("input.x", f32s(&[1, 2, 1], &[1.0, 2.0])),
+            (
+                "input.mask",
+                Raw {
+                    dtype: Dtype::BOOL,
+                    shape: vec![1, 2],
+                    bytes: vec![1, 2],
+                },
+            ),
+        ],
+        Some(&mp),
+    );
+    assert!(matches!(
+        Case::from_bytes("t", &f),
+        Err(LayerError::BadValue {
+            position: 1,
+            value: 2,
+            ..
+        })
+    ));
+    let f = file(&[("param.k", f32s(&[1], &[1.0]))], Some(&mp));
+    assert_eq!(
+        Case::from_bytes("t", &f).unwrap_err(),
+        LayerError::MissingTensor {
+            name: "input.x".into()
+        }
+    );
+    let f = file(&[("input.x", f32s(&[1, 1], &[1.0]))], None);
+    assert!(matches!(
+        Case::from_bytes("t", &f),
+        Err(LayerError::BadMetadata { .. })
+    ));
+}
+
+#[test]
+fn error_measure() {
+    assert_eq!(
+        relative_error(&[1.0f64, 2.0], &[1.0, 2.5]).unwrap(),
+        (0.5 / 2.5, 1)
+    );
+    assert_eq!(relative_error(&[0.1f32], &[0.1]).unwrap().1, 0);
+    // Small expectations are measured absolutely (max(1, ...)).
+    assert_eq!(relative_error(&[0.003f64], &[0.001]).unwrap(), (0.002, 0));
+    assert_eq!(relative_error::<f64>(&[], &[]).unwrap(), (0.0, 0));
+    assert_eq!(
+        relative_error(&[1.0f64, f64::NAN], &[1.0, 1.0]).unwrap(),
+        (f64::INFINITY, 1)
+    );
+    assert_eq!(
+        relative_error(&[1.0f64], &[1.0, 2.0]).unwrap_err(),
+        LayerError::LengthMismatch {
+            name: "got".into(),
+            expected: 2,
+            got: 1
+        }
+    );
+    let w = worst_error([
+        ("a", &[1.0f64][..], &[1.5][..]),
+        ("b", &[0.0][..], &[4.0][..]),
+        ("c", &[0.0][..], &[0.0][..]),
+    ])
+    .unwrap()
+    .unwrap();
+    assert_eq!((w.name.as_str(), w.error, w.position), ("b", 1.0, 0));
+    assert_eq!(worst_error::<f64>([]).unwrap(), None);
+    assert!(matches!(
+        worst_error([("z", &[1.0f64][..], &[][..])]),
+        Err(LayerError::LengthMismatch { name, .. }) if name == "z"
+    ));
+}
+
+fn fixture_bytes() -> Vec<u8> {
+    std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/mp_dense_mask.safetensors"
+    ))
+    .unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let _ = StateDict::from_bytes(&bytes);
+        let _ = Case::from_bytes("fuzz", &bytes);
+    }
+
+    #[test]
+    fn mutated_files_never_panic(edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
+                                 cut in any::<prop::sample::Index>()) {
+        let mut bytes = fixture_bytes();
+        for (at, b) in edits {
+            let i = at.index(bytes.len());
+            bytes[i] = b;
+        }
+        let _ = StateDict::from_bytes(&bytes);
+        let _ = Case::from_bytes("fuzz", &bytes);
+        let n = cut.index(bytes.len());
+        let _ = Case::from_bytes("fuzz", &bytes[..n]);
+    }
+
+    #[test]
+    fn header_mutations_never_panic(at in 8usize..2144, b in any::<u8>()) {
+        // Edits confined to the JSON header reach the metadata and tensor-table logic.
+        let mut bytes = fixture_bytes();
+        bytes[at] = b;
+        let _ = StateDict::from_bytes(&bytes);
+        let _ = Case::from_bytes("fuzz", &bytes);
+    }
+}
