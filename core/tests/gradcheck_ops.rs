@@ -538,3 +538,58 @@ fn layer_norm_with_and_without_affine() {
         });
     }
 }
+
+#[test]
+fn repeat_segments_with_empty_segments() {
+    let cases: [(&[usize], &[usize]); 5] = [
+        (&[4, 3], &[0, 2, 2, 5, 6]),
+        (&[3], &[0, 0, 3, 3]),
+        (&[2, 2, 2], &[0, 1, 4]),
+        (&[1, 3], &[0, 0]),
+        (&[0, 3], &[0]),
+    ];
+    for (dims, ptr) in cases {
+        check(
+            &format!("repeat_segments {dims:?} {ptr:?}"),
+            &[rand(dims, -1.0, 1.0)],
+            |t, x| t.repeat_segments(x[0], ptr),
+        );
+    }
+}
+
+#[test]
+fn segment_matmuls_with_empty_segments() {
+    // (N, P, Q, ptr): empty segments first, in the middle and last; no rows at all.
+    let cases: [(usize, usize, usize, &[usize]); 5] = [
+        (6, 3, 2, &[0, 0, 2, 2, 5, 6, 6]),
+        (4, 2, 3, &[0, 4]),
+        (3, 1, 1, &[0, 1, 2, 3]),
+        (0, 2, 2, &[0, 0, 0]),
+        (2, 0, 2, &[0, 1, 2]),
+    ];
+    for (n, p, q, ptr) in cases {
+        let b = ptr.len() - 1;
+        let name = format!("N={n} P={p} Q={q} ptr={ptr:?}");
+        check(
+            &format!("segment_matmul_tn {name}"),
+            &[rand(&[n, p], -1.0, 1.0), rand(&[n, q], -1.0, 1.0)],
+            |t, x| t.segment_matmul_tn(x[0], x[1], ptr),
+        );
+        check(
+            &format!("segment_matmul_nn {name}"),
+            &[rand(&[n, p], -1.0, 1.0), rand(&[b, p, q], -1.0, 1.0)],
+            |t, x| t.segment_matmul_nn(x[0], x[1], ptr),
+        );
+        check(
+            &format!("segment_matmul_nt {name}"),
+            &[rand(&[n, p], -1.0, 1.0), rand(&[b, q, p], -1.0, 1.0)],
+            |t, x| t.segment_matmul_nt(x[0], x[1], ptr),
+        );
+        // The same leaf on both sides.
+        check(
+            &format!("segment_matmul_tn a a {name}"),
+            &[rand(&[n, p], -1.0, 1.0)],
+            |t, x| t.segment_matmul_tn(x[0], x[0], ptr),
+        );
+    }
+}
