@@ -49,7 +49,7 @@ pub use segments::Segments;
 
 #[cfg(feature = "std")]
 pub use case::{
-    Case, CaseArgs, EquilibriumArgs, ForwardArgs, LayerKind, Mask, MemPoolingArgs, Worst,
+    Case, CaseArgs, CaseMask, EquilibriumArgs, ForwardArgs, LayerKind, MemPoolingArgs, Worst,
     load_cases, relative_error, worst_error,
 };
 #[cfg(feature = "std")]

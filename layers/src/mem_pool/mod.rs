@@ -98,7 +98,7 @@ impl<'a> Mask<'a> {
     /// # Errors
     /// [`LayerError::LengthMismatch`] if `data` does not hold `B·N` values.
     pub fn new(dims: [usize; 2], data: &'a [bool]) -> Result<Self, LayerError> {
-        let n = dims[0].checked_mul(dims[1]).unwrap_or(usize::MAX);
+        let n = dims[0].saturating_mul(dims[1]);
         if data.len() != n {
             return Err(LayerError::LengthMismatch {
                 name: "mask".into(),
