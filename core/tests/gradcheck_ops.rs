@@ -593,3 +593,82 @@ fn segment_matmuls_with_empty_segments() {
         );
     }
 }
+
+#[test]
+fn only_some_operands_need_gradients() {
+    // Each multi-operand op with one operand a constant: the rules skip the parents
+    // that need no gradient, and what they still compute must stay right.
+    let a = rand(&[3, 4], -1.0, 1.0);
+    let b = rand(&[4, 2], -1.0, 1.0);
+    let w = rand(&[4], 0.5, 1.5);
+    let bias = rand(&[4], -0.5, 0.5);
+    let c = |t: &mut Tape<f64>, v: &Tensor<f64>| t.constant(v.clone());
+    check("matmul, b constant", std::slice::from_ref(&a), |t, x| {
+        let bc = c(t, &b);
+        t.matmul(x[0], bc)
+    });
+    check("matmul, a constant", std::slice::from_ref(&b), |t, x| {
+        let ac = c(t, &a);
+        t.matmul(ac, x[0])
+    });
+    check(
+        "matmul_with tt, a constant",
+        std::slice::from_ref(&a),
+        |t, x| {
+            let bc = c(t, &b);
+            t.matmul_with(bc, x[0], true, true)
+        },
+    );
+    check(
+        "concat_cols, a constant",
+        std::slice::from_ref(&a),
+        |t, x| {
+            let ac = c(t, &a);
+            t.concat_cols(ac, x[0])
+        },
+    );
+    check(
+        "layer_norm, x constant",
+        &[w.clone(), bias.clone()],
+        |t, v| {
+            let xc = c(t, &a);
+            t.layer_norm(xc, Some((v[0], v[1])), 1e-5)
+        },
+    );
+    check(
+        "layer_norm, only weight",
+        std::slice::from_ref(&w),
+        |t, v| {
+            let xc = c(t, &a);
+            let bc = c(t, &bias);
+            t.layer_norm(xc, Some((v[0], bc)), 1e-5)
+        },
+    );
+    check(
+        "layer_norm, only bias",
+        std::slice::from_ref(&bias),
+        |t, v| {
+            let wc = c(t, &w);
+            let xc = c(t, &a);
+            t.layer_norm(xc, Some((wc, v[0])), 1e-5)
+        },
+    );
+    let ptr = [0, 1, 1, 3];
+    let blocks = rand(&[3, 4, 2], -1.0, 1.0);
+    check(
+        "segment_matmul_nn, b constant",
+        std::slice::from_ref(&a),
+        |t, x| {
+            let bc = c(t, &blocks);
+            t.segment_matmul_nn(x[0], bc, &ptr)
+        },
+    );
+    check(
+        "segment_matmul_nn, a constant",
+        std::slice::from_ref(&blocks),
+        |t, x| {
+            let ac = c(t, &a);
+            t.segment_matmul_nn(ac, x[0], &ptr)
+        },
+    );
+}
