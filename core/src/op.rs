@@ -22,6 +22,8 @@ pub(crate) enum Op<T> {
     Binary { op: Binary, bcast: Broadcast },
     /// `f(x)` elementwise.
     Unary(Unary<T>),
+    /// `x` where the mask is set, zero elsewhere (a selection, not a product).
+    Select(Arc<[bool]>),
     /// Sum of all values.
     SumAll,
     /// Sum over the last axis.
@@ -92,6 +94,7 @@ pub(crate) fn backward_rule<T: Real>(
         Op::Unary(u) => {
             arith::unary_backward(tape, y, ps.at(0), *u, g).map(|d| [Some(d), None, None])
         }
+        Op::Select(mask) => Ok([Some(tape.select(g, mask.clone())), None, None]),
         Op::SumAll | Op::SumRows | Op::SumCols | Op::Expand(_) => {
             reduce::backward(tape, op, ps.at(0), g).map(|d| [Some(d), None, None])
         }
