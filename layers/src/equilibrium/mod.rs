@@ -23,6 +23,7 @@
 //! `optimizer._lr [1]` (η, used as `softplus(η)`), `optimizer._mom [1]` (μ, used as
 //! `sigmoid(μ)`).
 
+mod adjoint;
 mod eager;
 mod potential;
 
@@ -48,6 +49,11 @@ pub enum InnerGrad {
     /// Computed eagerly and the energy's graph freed after each step: the same output,
     /// far less memory and time, but nothing to differentiate afterwards.
     Eager,
+    /// Computed eagerly in the forward pass; the output's backward rule reverses the
+    /// inner steps with Hessian-vector products on short per-chunk tapes. Gives the same
+    /// gradients as [`InnerGrad::Record`] (first order in the outer loss) with memory
+    /// bounded by one chunk; the gradient cannot itself be differentiated.
+    Adjoint,
 }
 
 /// Where each parameter sits in the `state_dict` order.
@@ -320,9 +326,13 @@ impl EquilibriumAggregation {
         }
         let layout = Layout::new(segments, xs[0], dim_size)?;
         let sets = layout.dim_size();
+        if mode == InnerGrad::Adjoint {
+            return adjoint::forward(tape, &self.idx, self.grad_iter, params, x, &layout);
+        }
         if mode == InnerGrad::Eager {
             let xv: Vec<T> = tape.value(x)?.data().to_vec();
-            let y = eager::solve(&self.idx, &self.params, self.grad_iter, &xv, &layout);
+            let values = eager::values_of::<T>(&self.params);
+            let y = eager::solve(&self.idx, &values, self.grad_iter, &xv, &layout);
             return Ok(tape.constant(Tensor::from_shape(
                 Shape::d2(sets, self.idx.out_channels),
                 y,
