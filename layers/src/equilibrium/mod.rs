@@ -22,6 +22,19 @@
 //! `potential.res_trans.{j}.weight [h_{j+1} or 1, c]`, `.bias`;
 //! `optimizer._lr [1]` (η, used as `softplus(η)`), `optimizer._mom [1]` (μ, used as
 //! `sigmoid(μ)`).
+//!
+//! # Three ways to run the inner loop ([`InnerGrad`])
+//!
+//! | mode | what it is for | memory | outer gradient |
+//! | --- | --- | --- | --- |
+//! | `Eager` ([`EquilibriumAggregation::forward`]) | inference | one block of elements | none |
+//! | `Adjoint` | training | one chunk of elements | PyG's, first order |
+//! | `Record` | the reference; higher-order derivatives | grows with `grad_iter × N` | PyG's, any order |
+//!
+//! All three hoist the `x` part of every linear map of `[x, y[index]]` out of the loop
+//! and run the `y` part on `dim_size` rows. `Record` builds exactly PyG's graph on the
+//! tape. The tests check that the three agree, and that `Record` and `Adjoint` match
+//! PyG's reference cases.
 
 mod adjoint;
 mod eager;
