@@ -37,6 +37,12 @@ use crate::error::LayerError;
 use crate::init;
 use crate::param::{Bound, Parameter, Parameters};
 use crate::segments::{Layout, Segments};
+#[cfg(feature = "std")]
+use crate::state_dict::StateDict;
+#[cfg(feature = "std")]
+use alloc::string::ToString;
+#[cfg(feature = "std")]
+use std::path::Path;
 
 /// How the inner gradients `∂E/∂y` are computed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -354,5 +360,85 @@ impl EquilibriumAggregation {
             }
         }
         Ok(y)
+    }
+}
+
+/// PyG weights in and out (`std` feature).
+///
+/// In PyG, save with `safetensors.torch.save_file(model.state_dict(), "w.safetensors")`
+/// and load ours with `model.load_state_dict(safetensors.torch.load_file("w.safetensors"))`.
+///
+/// ```
+/// use readout_layers::{EquilibriumAggregation, StateDict};
+///
+/// # fn main() -> Result<(), readout_layers::LayerError> {
+/// let trained = EquilibriumAggregation::new(3, 2, &[8], 5, 0.1)?;
+/// let bytes = trained.state_dict_bytes()?;
+/// let loaded = EquilibriumAggregation::new(3, 2, &[8], 5, 0.1)?
+///     .with_state_dict(StateDict::from_bytes(&bytes)?)?;
+/// assert_eq!(loaded.parameters(), trained.parameters());
+/// # Ok(())
+/// # }
+/// ```
+#[cfg(feature = "std")]
+impl EquilibriumAggregation {
+    /// Replaces every parameter by the tensor of the same PyG `state_dict` key, as
+    /// PyG's `load_state_dict` (strict) does. The layer's configuration (channels,
+    /// hidden sizes, `grad_iter`) is not in a `state_dict`: build the layer with the
+    /// same constructor arguments as the PyG model first.
+    ///
+    /// All or nothing: every tensor is checked before any parameter changes.
+    ///
+    /// # Errors
+    /// [`LayerError::MissingTensor`], [`LayerError::WrongShape`] or
+    /// [`LayerError::UnexpectedTensors`] naming the tensor(s) at fault (a file saved
+    /// from a model with other hidden sizes gives one of these). Wrong element types
+    /// and non-finite values are refused when the [`StateDict`] is read.
+    pub fn load_state_dict(&mut self, state_dict: StateDict) -> Result<(), LayerError> {
+        self.params.load(state_dict)
+    }
+
+    /// [`load_state_dict`](Self::load_state_dict) in builder form.
+    ///
+    /// # Errors
+    /// As [`load_state_dict`](Self::load_state_dict).
+    pub fn with_state_dict(mut self, state_dict: StateDict) -> Result<Self, LayerError> {
+        self.load_state_dict(state_dict)?;
+        Ok(self)
+    }
+
+    /// Loads a safetensors file saved by PyG's
+    /// `safetensors.torch.save_file(model.state_dict(), path)`.
+    ///
+    /// # Errors
+    /// [`LayerError::Io`] or [`LayerError::Parse`] for an unreadable file,
+    /// [`LayerError::WrongDtype`] for a tensor that is neither `F32` nor `F64`,
+    /// [`LayerError::NonFinite`] for a NaN or an infinity, then as
+    /// [`load_state_dict`](Self::load_state_dict). Each names the tensor at fault.
+    pub fn load_state_dict_file(&mut self, path: impl AsRef<Path>) -> Result<(), LayerError> {
+        self.load_state_dict(StateDict::from_file(path)?)
+    }
+
+    /// The parameters as a safetensors buffer in PyG's `state_dict` form (keys, shapes,
+    /// `F32`), loadable by `model.load_state_dict(safetensors.torch.load(bytes))`.
+    ///
+    /// # Errors
+    /// [`LayerError::NonFinite`] naming a parameter that holds a NaN or an infinity.
+    pub fn state_dict_bytes(&self) -> Result<Vec<u8>, LayerError> {
+        self.params.to_bytes()
+    }
+
+    /// Writes [`state_dict_bytes`](Self::state_dict_bytes) to a file, loadable by
+    /// `model.load_state_dict(safetensors.torch.load_file(path))`.
+    ///
+    /// # Errors
+    /// As [`state_dict_bytes`](Self::state_dict_bytes); [`LayerError::Io`] when the
+    /// file cannot be written.
+    pub fn save_state_dict(&self, path: impl AsRef<Path>) -> Result<(), LayerError> {
+        let path = path.as_ref();
+        std::fs::write(path, self.state_dict_bytes()?).map_err(|e| LayerError::Io {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })
     }
 }
