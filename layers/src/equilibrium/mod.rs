@@ -295,10 +295,13 @@ impl EquilibriumAggregation {
     /// # Errors
     /// [`LayerError::WrongShape`] if `x` is not `[N, in_channels]`;
     /// [`LayerError::LengthMismatch`] if `index` does not have `N` entries;
-    /// [`LayerError::InvalidArgument`] for a negative `index` or `ptr` entry, or a
-    /// `dim_size` smaller than `max(index) + 1` or than the sets `ptr` describes;
+    /// [`LayerError::InvalidArgument`] for a negative `index` or `ptr` entry, a `ptr`
+    /// whose last entry is not `N`, or a `dim_size` smaller than `max(index) + 1` or
+    /// than the sets `ptr` describes (or 0 for one set holding elements);
     /// [`LayerError::Core`] with [`readout_core::CoreError::BadPtr`] for a `ptr` that
-    /// does not start at 0, decreases, or does not end at `N`.
+    /// is empty, does not start at 0, or decreases;
+    /// [`LayerError::LengthMismatch`] (named `params`) when `params` was bound from
+    /// another configuration's parameters.
     pub fn forward_on<T: Real>(
         &self,
         tape: &mut Tape<T>,
