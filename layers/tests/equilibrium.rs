@@ -80,6 +80,7 @@ fn train64(
     Run { out, grads, grad_x }
 }
 
+#[allow(clippy::result_large_err)]
 fn infer<T: Real>(
     l: &EquilibriumAggregation,
     x: &Tensor<T>,
@@ -416,20 +417,18 @@ fn double_backward_matches_finite_differences() {
         );
     };
     // Every entry of x.
-    let xg = analytic.last().unwrap();
-    for j in 0..x.numel() {
+    for (j, &xg) in analytic.last().unwrap().iter().enumerate() {
         let mut xp = x.clone();
         xp.data_mut()[j] += h;
         let mut xm = x.clone();
         xm.data_mut()[j] -= h;
         let plus = directional(&l, &xp, &index, &w, &v, false).0;
         let minus = directional(&l, &xm, &index, &w, &v, false).0;
-        check(&format!("x[{j}]"), xg[j], plus, minus);
+        check(&format!("x[{j}]"), xg, plus, minus);
     }
     // Every scalar parameter and a few entries of each weight. The layer stores f32,
     // so the step actually taken is the difference of the f32 values.
-    let n_params = l.parameters().len();
-    for k in 0..n_params {
+    for (k, analytic_k) in analytic.iter().take(l.parameters().len()).enumerate() {
         let numel = l.parameters().at(k).value().numel();
         for j in (0..numel).step_by(numel.div_ceil(3).max(1)) {
             let at = |d: f64| {
@@ -443,7 +442,7 @@ fn double_backward_matches_finite_differences() {
             };
             let ((plus, dp), (minus, dm)) = (at(h), at(-h));
             let fd = (plus - minus) / (dp - dm);
-            let got = analytic[k][j];
+            let got = analytic_k[j];
             let name = l.parameters().at(k).name();
             assert!(
                 (got - fd).abs() <= 1e-6 * fd.abs().max(1.0),

@@ -263,14 +263,14 @@ fn a_failed_load_changes_nothing_and_names_the_tensor() {
         shape: vec![10],
         bytes: vec![0; 80],
     };
-    let mut nan = vec![0.25f32; 10];
+    let mut nan = [0.25f32; 10];
     nan[6] = f32::NAN;
     let nan = Raw {
         dtype: Dtype::F32,
         shape: vec![10],
         bytes: nan.iter().flat_map(|v| v.to_le_bytes()).collect(),
     };
-    let mut inf = vec![0.25f64; 10];
+    let mut inf = [0.25f64; 10];
     inf[3] = f64::NEG_INFINITY;
     let inf = Raw {
         dtype: Dtype::F64,
