@@ -140,6 +140,10 @@ fn main() -> ExitCode {
             for e in &report.errors {
                 println!("        {:.2e}  {}", e.error, e.location());
             }
+            println!(
+                "        tape: {} nodes after the recorded forward",
+                report.tape_nodes
+            );
         }
         if report.passed(opts.tol) {
             ok += 1;
