@@ -55,7 +55,7 @@ impl<T: Real> Tape<T> {
             self.check("grad", w)?;
         }
         let mark = self.mark();
-        let grads = self.sweep(output, seed, create_graph)?;
+        let grads = self.sweep("grad", output, seed, Some(wrt), create_graph)?;
         if create_graph {
             let mut out = Vec::with_capacity(wrt.len());
             for &w in wrt {
@@ -88,7 +88,7 @@ impl<T: Real> Tape<T> {
     pub fn backward(&mut self, loss: Var) -> Result<Gradients<T>, CoreError> {
         self.check("backward", loss)?;
         let mark = self.mark();
-        let grads = self.sweep(loss, None, false)?;
+        let grads = self.sweep("backward", loss, None, None, false)?;
         let mut entries = Vec::new();
         for (id, g) in grads.iter().enumerate() {
             if let Some(g) = g {
@@ -103,20 +103,24 @@ impl<T: Real> Tape<T> {
     }
 
     /// Runs the backward rules from `output` down to the leaves and returns, for every
-    /// node up to `output`, the handle of its accumulated gradient.
+    /// node up to `output`, the handle of its accumulated gradient. `op` names the
+    /// public entry point in errors. Only the rules on a path from one of `wrt` (every
+    /// variable leaf when `None`) to `output` run.
     fn sweep(
         &mut self,
+        op: &'static str,
         output: Var,
         seed: Option<Var>,
+        wrt: Option<&[Var]>,
         create_graph: bool,
     ) -> Result<Vec<Option<Var>>, CoreError> {
         let out_shape = self.val(output).dims();
         let seed = match seed {
             Some(s) => {
-                let s_shape = self.check("grad", s)?.dims();
+                let s_shape = self.check(op, s)?.dims();
                 if s_shape != out_shape {
                     return Err(CoreError::ShapeMismatch {
-                        op: "grad",
+                        op,
                         arg: "seed",
                         got: s_shape,
                         other: out_shape,
@@ -128,7 +132,7 @@ impl<T: Real> Tape<T> {
             None => {
                 if out_shape.numel() != 1 {
                     return Err(CoreError::NotScalar {
-                        op: "grad",
+                        op,
                         shape: out_shape,
                     });
                 }
@@ -136,25 +140,59 @@ impl<T: Real> Tape<T> {
             }
         };
         let was_recording = self.set_recording(create_graph);
-        let result = self.sweep_rules(output, seed);
+        let on_path = self.on_paths(output, wrt);
+        let result = self.sweep_rules(output, seed, &on_path);
         self.set_recording(was_recording);
         result
     }
 
-    fn sweep_rules(&mut self, output: Var, seed: Var) -> Result<Vec<Option<Var>>, CoreError> {
+    /// For every node up to `output`, whether a gradient has to flow through it: it
+    /// requires a gradient and is one of `wrt` or depends on one (when `wrt` is `None`,
+    /// every node that requires a gradient). Without this pruning, `grad(e, [y])` inside
+    /// an unrolled loop would also run (and, with `create_graph`, record) the rules
+    /// towards every parameter `e` depends on, only to drop their results.
+    fn on_paths(&self, output: Var, wrt: Option<&[Var]>) -> Vec<bool> {
+        let n = output.id() + 1;
+        let Some(wrt) = wrt else {
+            return self.nodes[..n]
+                .iter()
+                .map(|node| node.requires_grad)
+                .collect();
+        };
+        let mut on = vec![false; n];
+        for w in wrt {
+            if w.id() < n && self.nodes[w.id()].requires_grad {
+                on[w.id()] = true;
+            }
+        }
+        for id in 0..n {
+            let node = &self.nodes[id];
+            if !on[id] && node.requires_grad && node.parents.get().any(|p| on[p.id()]) {
+                on[id] = true;
+            }
+        }
+        on
+    }
+
+    fn sweep_rules(
+        &mut self,
+        output: Var,
+        seed: Var,
+        on_path: &[bool],
+    ) -> Result<Vec<Option<Var>>, CoreError> {
         let mut grads: Vec<Option<Var>> = vec![None; output.id() + 1];
         grads[output.id()] = Some(seed);
         for id in (0..=output.id()).rev() {
             let Some(g) = grads[id] else { continue };
             let node = &self.nodes[id];
-            if !node.requires_grad || node.op.is_leaf() {
+            if !on_path[id] || node.op.is_leaf() {
                 continue;
             }
             let op = node.op.clone();
             let parents = node.parents;
             let mut needs = [false; 3];
             for (i, p) in parents.get().enumerate() {
-                needs[i] = self.nodes[p.id()].requires_grad;
+                needs[i] = on_path[p.id()];
             }
             let contributions = backward_rule(self, Var(id as u32), &op, &parents, needs, g)?;
             for (i, p) in parents.get().enumerate() {

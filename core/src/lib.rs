@@ -39,6 +39,11 @@
 //! # }
 //! ```
 //!
+//! # Checking gradients
+//! [`gradcheck::check_gradients`] compares first and second derivatives of any
+//! function built on a tape with central finite differences in `f64`, as PyTorch's
+//! `gradcheck` / `gradgradcheck` do; the layers crate and the fuzz targets reuse it.
+//!
 //! # Memory
 //! Eager backward passes (`create_graph = false`, [`Tape::backward`]) free every
 //! intermediate they create. [`Tape::stats`] reports nodes and bytes held,
@@ -54,6 +59,7 @@ extern crate std;
 
 mod error;
 mod grad;
+pub mod gradcheck;
 mod op;
 mod ops;
 mod shape;

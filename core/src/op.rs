@@ -44,6 +44,10 @@ pub(crate) enum Op<T> {
     SegmentSum(Arc<[usize]>),
     /// Repeat of each segment's row over its CSR segment (adjoint of `SegmentSum`).
     ExpandPtr(Arc<[usize]>),
+    /// `out_g = a_gᵀ·c_g` over CSR segments of rows: `[N, P], [N, Q] → [B, P, Q]`.
+    SegmentMatMulTN(Arc<[usize]>),
+    /// `y_g = a_g·op(b_g)` over CSR segments of rows: `[N, P], [B, ·, ·] → [N, Q]`.
+    SegmentMatMul { ptr: Arc<[usize]>, trans_b: bool },
     /// Columns of `a` then columns of `b`.
     ConcatCols,
     /// Columns `start .. start + width` (width = the node's own column count).
@@ -98,6 +102,9 @@ pub(crate) fn backward_rule<T: Real>(
         Op::ConcatCols => layout::concat_backward(tape, ps, g),
         Op::Gather(_) | Op::ScatterAdd(_) | Op::SegmentSum(_) | Op::ExpandPtr(_) => {
             index::backward(tape, op, ps.at(0), g).map(|d| [Some(d), None, None])
+        }
+        Op::SegmentMatMulTN(_) | Op::SegmentMatMul { .. } => {
+            segment_matmul::backward(tape, op, ps, needs, g)
         }
         Op::Softmax => softmax::backward(tape, y, g).map(|d| [Some(d), None, None]),
         Op::LayerNorm { eps, affine } => layer_norm::backward(tape, ps, *eps, *affine, needs, g),

@@ -84,12 +84,12 @@ impl fmt::Display for PathUnavailable {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 fn avx2_available() -> bool {
     crate::simd::avx2::Avx2::detect().is_some()
 }
 
-#[cfg(not(target_arch = "x86_64"))]
+#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
 fn avx2_available() -> bool {
     false
 }

@@ -1,6 +1,14 @@
 //! Elementwise kernels: unary maps and broadcasting binary arithmetic.
+//!
+//! For `f32`, [`unary`] runs the dispatched SIMD path ([`crate::dispatch`]); the
+//! transcendental functions there are this crate's own vector implementations,
+//! whose maximum errors are stated on each [`Unary`] variant and checked by the
+//! tests (`tests/elementwise.rs`). `f64` uses `libm` one value at a time.
+
+mod fast;
 
 use crate::Real;
+use crate::dispatch::{self, Path};
 
 /// A unary elementwise function. Parameters are carried in the variant.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -13,16 +21,35 @@ pub enum Unary<T> {
     Sqrt,
     /// `1 / x`
     Recip,
-    /// `eˣ`
+    /// `eˣ`.
+    ///
+    /// `f32` SIMD error against the exact value: ≤ 1.5 ulp (measured max 0.87 ulp with
+    /// AVX2, 1.20 ulp on the portable path without hardware FMA), subnormal results
+    /// included (there the unit is `2⁻¹⁴⁹`); 0 below −104, `+inf` above 88.73, NaN
+    /// for NaN.
     Exp,
-    /// `ln x` (NaN below 0, `-inf` at 0)
+    /// `ln x` (NaN below 0, `-inf` at ±0, `+inf` at `+inf`).
+    ///
+    /// `f32` SIMD error: ≤ 1 ulp (measured max 0.81 ulp), subnormal inputs included.
     Ln,
-    /// `tanh x`
+    /// `tanh x`.
+    ///
+    /// `f32` SIMD error: ≤ 1.5 ulp (measured max 1.18 ulp), relative, so also near 0
+    /// (an odd polynomial below |x| = 0.625); ±1 for ±inf, NaN for NaN. (`libm`'s
+    /// `tanhf`, the scalar path, measured 2.03 ulp.)
     Tanh,
-    /// `1 / (1 + e⁻ˣ)`
+    /// `1 / (1 + e⁻ˣ)`.
+    ///
+    /// `f32` SIMD error: ≤ 2.5 ulp (measured max 1.98 ulp with AVX2, 2.07 portable),
+    /// relative, including the tiny results for `x ≪ 0` (computed as `eˣ/(1 + eˣ)`);
+    /// 0 and 1 at ∓inf, NaN for NaN.
     Sigmoid,
     /// PyTorch's softplus with beta 1 and threshold 20: `x` above 20, else
     /// `max(x, 0) + ln(1 + e^(−|x|))`.
+    ///
+    /// `f32` SIMD error against the exact value of that definition: ≤ 2 ulp
+    /// (measured max 1.40 ulp with AVX2, 1.55 portable), relative, including the tiny
+    /// results `≈ eˣ` for `x ≪ 0`; 0 at −inf, `+inf` at `+inf`, NaN for NaN.
     Softplus,
     /// `x^p`
     Powf(T),
@@ -35,6 +62,16 @@ pub enum Unary<T> {
     /// The indicator `x ≥ c` as 1 or 0 (the derivative mask of [`Unary::ClampMin`]).
     StepGe(T),
     /// The Student-t kernel `(1 + x/τ)^(−(1+τ)/2)` of MemPooling, for `x ≥ 0`.
+    ///
+    /// `f32` SIMD error against the exact `(1 + x/τ)^p` with `p = −(1+τ)/2` rounded to
+    /// `f32` as the kernel sees it: ≤ `2 + |p|/2` ulp for `0 ≤ x ≤ 1e30` (measured max
+    /// 1.49 ulp for τ = 1, which is computed as `1/(1 + x)`; 1.53 for τ = 2; 2.25 for
+    /// τ = 3.7; 4.31 for τ = 10). The exponent `p·ln(1 + x/τ)` is carried in two
+    /// `f32`s, since `e^y` turns its absolute error into the result's relative error.
+    /// Other inputs (`x < 0`, above 1e30, non-finite) and a τ that is not positive and
+    /// finite go through the scalar definition. Note that `p` itself is rounded to
+    /// `f32` before any kernel sees it, which alone moves the result by up to
+    /// `|p·ln(1 + x/τ)|·2⁻²⁴` relative to the real-number formula.
     StudentT(T),
 }
 
@@ -95,6 +132,22 @@ impl<T: Real> Unary<T> {
 pub fn unary<T: Real>(op: Unary<T>, x: &[T], out: &mut [T]) {
     assert_eq!(x.len(), out.len(), "unary: x and out differ in length");
     T::unary_hook(op, x, out)
+}
+
+/// [`unary`] for `f32` on a given [`Path`] instead of the dispatched one (tests,
+/// benchmarks).
+///
+/// # Panics
+/// If `x` and `out` differ in length, or `path` is not available here.
+pub fn unary_with(path: Path, op: Unary<f32>, x: &[f32], out: &mut [f32]) {
+    assert_eq!(x.len(), out.len(), "unary: x and out differ in length");
+    dispatch::assert_available(path);
+    fast::unary_on(path, op, x, out)
+}
+
+/// The `f32` fast path behind [`Real::unary_hook`].
+pub(crate) fn unary_f32(op: Unary<f32>, x: &[f32], out: &mut [f32]) {
+    fast::unary_on(dispatch::active(), op, x, out)
 }
 
 /// `x[i] = op(x[i])` in place.

@@ -183,4 +183,10 @@ impl Real for f32 {
     ) {
         crate::gemm::gemm_f32(shape, alpha, a, b, beta, c)
     }
+    fn unary_hook(op: Unary<Self>, x: &[Self], out: &mut [Self]) {
+        crate::elementwise::unary_f32(op, x, out)
+    }
+    fn softmax_rows_hook(x: &[Self], cols: usize, out: &mut [Self]) {
+        crate::rows::softmax_rows_f32(x, cols, out)
+    }
 }

@@ -1,7 +1,10 @@
 //! Row-wise kernels over a row-major `[rows, cols]` matrix: softmax, layer norm,
 //! row dot products and squared euclidean distances.
 
+mod fast;
+
 use crate::Real;
+use crate::dispatch::{self, Path};
 use crate::gemm::{GemmShape, gemm};
 
 /// Softmax of every row: `out[r, c] = exp(x[r, c] − max_r) / Σ_c' exp(x[r, c'] − max_r)`.
@@ -22,6 +25,33 @@ pub fn softmax_rows<T: Real>(x: &[T], cols: usize, out: &mut [T]) {
         "softmax_rows: cols does not divide x.len()"
     );
     T::softmax_rows_hook(x, cols, out)
+}
+
+/// [`softmax_rows`] for `f32` on a given [`Path`] instead of the dispatched one
+/// (tests, benchmarks).
+///
+/// # Panics
+/// As [`softmax_rows`], and if `path` is not available here.
+pub fn softmax_rows_with(path: Path, x: &[f32], cols: usize, out: &mut [f32]) {
+    assert_eq!(
+        x.len(),
+        out.len(),
+        "softmax_rows: x and out differ in length"
+    );
+    dispatch::assert_available(path);
+    if x.is_empty() {
+        return;
+    }
+    assert!(
+        cols > 0 && x.len() % cols == 0,
+        "softmax_rows: cols does not divide x.len()"
+    );
+    fast::softmax_rows_on(path, x, cols, out)
+}
+
+/// The `f32` fast path behind [`Real::softmax_rows_hook`].
+pub(crate) fn softmax_rows_f32(x: &[f32], cols: usize, out: &mut [f32]) {
+    fast::softmax_rows_on(dispatch::active(), x, cols, out)
 }
 
 /// Layer normalisation of every row, PyTorch's definition (biased variance):

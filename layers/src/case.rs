@@ -95,7 +95,7 @@ pub struct ForwardArgs {
 
 /// A boolean mask with its shape (`[B, N]` for `MemPooling`'s dense input).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Mask {
+pub struct CaseMask {
     /// The dimensions.
     pub shape: Vec<usize>,
     /// The values, row-major.
@@ -129,7 +129,7 @@ pub struct Case {
     /// `input.batch` (MemPooling), when the call passes one.
     pub batch: Option<Vec<i64>>,
     /// `input.mask` (MemPooling dense input), when the call passes one.
-    pub mask: Option<Mask>,
+    pub mask: Option<CaseMask>,
     /// The loss weights (`lossw.*`).
     pub lossw: BTreeMap<String, Tensor<f32>>,
     /// PyG's results computed in float64 (`expect.*`), in PyG's shapes.
@@ -393,7 +393,7 @@ impl Case {
                             got: shape,
                         });
                     }
-                    mask = Some(Mask { shape, values });
+                    mask = Some(CaseMask { shape, values });
                 }
                 ("lossw", _, _) => {
                     lossw.insert(

@@ -26,6 +26,7 @@ extern crate alloc;
 pub mod equilibrium;
 pub mod error;
 pub mod init;
+pub mod mem_pool;
 pub mod optim;
 pub mod param;
 pub mod raw;
@@ -42,6 +43,7 @@ pub mod state_dict;
 
 pub use equilibrium::{EquilibriumAggregation, InnerGrad};
 pub use error::LayerError;
+pub use mem_pool::{Mask, MemPooling, PoolArgs, PoolPath, Pooled};
 pub use optim::{Adam, Sgd};
 pub use param::{Bound, Parameter, Parameters};
 pub use raw::RawTensor;
@@ -49,7 +51,7 @@ pub use segments::Segments;
 
 #[cfg(feature = "std")]
 pub use case::{
-    Case, CaseArgs, EquilibriumArgs, ForwardArgs, LayerKind, Mask, MemPoolingArgs, Worst,
+    Case, CaseArgs, CaseMask, EquilibriumArgs, ForwardArgs, LayerKind, MemPoolingArgs, Worst,
     load_cases, relative_error, worst_error,
 };
 #[cfg(feature = "std")]

@@ -84,6 +84,13 @@ pub struct Bound {
 }
 
 impl Bound {
+    /// Handles placed on a tape by the caller, one per parameter in `state_dict` order
+    /// (e.g. `f64` values not representable as the layer's `f32` parameters, for
+    /// gradient checks). The layer checks their shapes when it uses them.
+    pub fn from_vars(vars: Vec<Var>) -> Self {
+        Bound { vars }
+    }
+
     /// The handle of parameter `i`.
     pub fn var(&self, i: usize) -> Var {
         self.vars[i]

@@ -332,6 +332,13 @@ pub(crate) fn binary_backward<T: Real>(
     Ok([if needs[0] { da } else { None }, db, None])
 }
 
+/// A zero constant of `x`'s shape: the gradient through a constant function, zero even
+/// where the incoming gradient is infinite or NaN (as PyTorch's `zeros_like`).
+fn zeros_like<T: Real>(tape: &mut Tape<T>, x: Var) -> Var {
+    let shape = tape.val(x).dims();
+    tape.constant(Tensor::filled(shape, T::ZERO))
+}
+
 /// The derivative of `y = f(x)` times `g`, written in tape ops so it can be recorded.
 pub(crate) fn unary_backward<T: Real>(
     tape: &mut Tape<T>,
@@ -357,6 +364,9 @@ pub(crate) fn unary_backward<T: Real>(
             let y2 = tape.map(Unary::Scale(T::from_f64(2.0)), y);
             tape.binary_bc(Binary::Div, Broadcast::Same, g, y2)
         }
+        // x⁰ is constant: zero, as in PyTorch (0·x^(−1) would be NaN at x = 0, which
+        // the second derivative of x¹ and the third of x² reach).
+        Unary::Powf(p) if p == T::ZERO => zeros_like(tape, x),
         // p·x^(p−1)·g
         Unary::Powf(p) => {
             let xp = tape.map(Unary::Powf(p - one), x);
@@ -396,7 +406,7 @@ pub(crate) fn unary_backward<T: Real>(
             same(tape, g, mask)
         }
         // A step function: zero almost everywhere.
-        Unary::StepGe(_) => tape.map_const(Unary::Scale(T::ZERO), g),
+        Unary::StepGe(_) => zeros_like(tape, x),
         // d/dx (1 + x/τ)^(−(1+τ)/2) = −(1+τ)/(2τ) · (1 + x/τ)^(−(1+τ)/2 − 1)
         Unary::StudentT(tau) => {
             let half = T::from_f64(0.5);

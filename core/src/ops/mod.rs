@@ -8,4 +8,5 @@ pub(crate) mod layer_norm;
 pub(crate) mod layout;
 pub(crate) mod linalg;
 pub(crate) mod reduce;
+pub(crate) mod segment_matmul;
 pub(crate) mod softmax;

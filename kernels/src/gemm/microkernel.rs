@@ -61,9 +61,7 @@ pub(super) fn tile<S: Simd, const R: usize, const NV: usize>(
     if R == MR && NV == 2 {
         let full = tile_6x16(s, a, (rs, cs), panel);
         for (r, row) in full.chunks_exact(2).enumerate() {
-            for v in 0..NV {
-                acc[r][v] = row[v];
-            }
+            acc[r].copy_from_slice(&row[..NV]);
         }
         return acc;
     }

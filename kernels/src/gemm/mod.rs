@@ -203,7 +203,7 @@ fn gemm_on(path: Path, sh: &GemmShape, alpha: f32, a: &[f32], b: &[f32], beta: f
         Path::Scalar => reference::gemm(sh, alpha, a, b, beta, c),
         Path::Portable => driver::gemm(crate::simd::portable::Portable, sh, alpha, a, b, beta, c),
         Path::Avx2 => {
-            #[cfg(target_arch = "x86_64")]
+            #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
             if let Some(t) = crate::simd::avx2::Avx2::detect() {
                 // SAFETY: `t` exists only if the CPU has AVX2 and FMA, the features
                 // `gemm_avx2` is compiled for.
@@ -216,7 +216,7 @@ fn gemm_on(path: Path, sh: &GemmShape, alpha: f32, a: &[f32], b: &[f32], beta: f
 }
 
 /// The driver compiled for AVX2 + FMA (everything below it is `#[inline(always)]`).
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 #[target_feature(enable = "avx2,fma")]
 fn gemm_avx2(
     t: crate::simd::avx2::Avx2,

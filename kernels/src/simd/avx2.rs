@@ -211,6 +211,13 @@ impl Simd for Avx2 {
     }
 
     #[inline(always)]
+    fn two_prod(self, a: __m256, b: __m256) -> (__m256, __m256) {
+        let p = self.mul(a, b);
+        // The fused multiply-add rounds once, so this is the exact error of `p`.
+        (p, self.fma(a, b, self.neg(p)))
+    }
+
+    #[inline(always)]
     fn reduce_add(self, a: __m256) -> f32 {
         let mut t = [0.0f32; LANES];
         self.store(&mut t, a);

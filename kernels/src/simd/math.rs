@@ -31,10 +31,18 @@ const LN2_LO: f32 = -2.121_944_4e-4;
 /// case. Inputs are clamped to `[-104, 89]` first: beyond, the result is 0 or +inf.
 #[inline(always)]
 pub(crate) fn exp<S: Simd>(s: S, x: S::V) -> S::V {
+    exp_tail(s, x, s.zero())
+}
+
+/// `e^(x + tail)` for a small correction `tail` (`|tail| ≤ ulp(x)`-ish) carried
+/// separately to extend `x`'s precision: it is added after the exact argument
+/// reduction, where it is no longer lost to rounding.
+#[inline(always)]
+fn exp_tail<S: Simd>(s: S, x: S::V, tail: S::V) -> S::V {
     let xc = s.min(s.max(x, s.splat(-104.0)), s.splat(89.0));
     let n = s.round(s.mul(xc, s.splat(LOG2E)));
     let r = s.fma(s.neg(n), s.splat(LN2_HI), xc);
-    let r = s.fma(s.neg(n), s.splat(LN2_LO), r);
+    let r = s.add(s.fma(s.neg(n), s.splat(LN2_LO), r), tail);
     // Taylor coefficients 1/k!, Horner form.
     let mut p = s.splat(1.0 / 5040.0);
     p = s.fma(p, r, s.splat(1.0 / 720.0));
@@ -111,16 +119,27 @@ pub(crate) fn ln1p_unit<S: Simd>(s: S, y: S::V) -> S::V {
     s.add(l, s.and(big, s.splat(core::f32::consts::LN_2)))
 }
 
-/// `ln(1 + y)` for finite `y ≥ 0`: `u = 1 + y` rounded, plus the first-order
-/// correction `c/u` where `c = (1 + y) − u` is computed exactly (Fast2Sum).
+/// `ln(1 + y + y_lo)` for finite `y ≥ 0` and a tiny `y_lo` (the rounding error of
+/// `y`), as an unevaluated sum `hi + lo`: `hi = e·LN2_HI` is exact and `lo` holds the
+/// rest (`|lo| ≤ 0.35 + e·2.2e-4`), so the sum carries about 8 more bits than one
+/// `f32` when `e ≠ 0`.
+///
+/// `u = 1 + y` rounded, plus the first-order correction `c/u` where
+/// `c = (1 + y) − u` is computed exactly (Fast2Sum), then `y_lo` added to it.
 #[inline(always)]
-pub(crate) fn ln1p_pos<S: Simd>(s: S, y: S::V) -> S::V {
+fn ln1p_pos_split<S: Simd>(s: S, y: S::V, y_lo: S::V) -> (S::V, S::V) {
     let one = s.splat(1.0);
     let u = s.add(one, y);
     let y_big = s.lt(one, y);
     // Fast2Sum needs the larger operand first.
     let c = s.select(y_big, s.sub(one, s.sub(u, y)), s.sub(y, s.sub(u, one)));
-    s.add(ln_normal(s, u), s.div(c, u))
+    let c = s.add(c, y_lo);
+    let (m, e) = s.frexp(u);
+    let big = s.lt(s.splat(core::f32::consts::SQRT_2), m);
+    let m = s.select(big, s.mul(m, s.splat(0.5)), m);
+    let e = s.add(e, s.and(big, s.splat(1.0)));
+    let l = s.add(ln1p_small(s, s.sub(m, one)), s.div(c, u));
+    (s.mul(e, s.splat(LN2_HI)), s.fma(e, s.splat(LN2_LO), l))
 }
 
 /// `tanh x`: an odd polynomial `x + x³·Q(x²)` for `|x| < 0.625` (relative accuracy near
@@ -135,7 +154,7 @@ pub(crate) fn tanh<S: Simd>(s: S, x: S::V) -> S::V {
     q = s.fma(q, z, s.splat(0.021_702_131));
     q = s.fma(q, z, s.splat(-0.053_947_054));
     q = s.fma(q, z, s.splat(0.133_332_09));
-    q = s.fma(q, z, s.splat(-0.333_333_31));
+    q = s.fma(q, z, s.splat(-0.333_333_3));
     let small = s.fma(s.mul(x, z), q, x);
     // Large branch (also correct for ±inf: e = inf gives 1).
     let e = exp(s, s.add(a, a));
@@ -169,13 +188,28 @@ pub(crate) fn softplus<S: Simd>(s: S, x: S::V) -> S::V {
 /// The Student-t kernel `(1 + x/τ)^p` with `p = −(1+τ)/2`, for finite `x ≥ 0`
 /// (callers route other lanes to the scalar definition), given `inv_tau = 1/τ` and `p`.
 ///
-/// Computed as `exp(p · ln(1 + x/τ))`; for `τ = 1` (PyG's default, `p = −1`) as the
-/// plain reciprocal `1/(1 + x)`.
+/// Computed as `exp(p · ln(1 + x/τ))` with the exponent `y = p·ln(…)` carried in two
+/// parts, because `e^y` turns an absolute error `δ` of `y` into a relative error `δ`
+/// of the result, and `|y|` reaches ~100: the rounding errors of `x/τ` and of the
+/// product by `p` are recovered exactly ([`Simd::two_prod`]) and `ln` is split as in
+/// [`ln1p_pos_split`]. For `τ = 1` (PyG's default, `p = −1`) it is the plain
+/// reciprocal `1/(1 + x)`.
 #[inline(always)]
 pub(crate) fn student_t<S: Simd>(s: S, x: S::V, tau: f32, p: f32) -> S::V {
     if tau == 1.0 {
         return s.div(s.splat(1.0), s.add(s.splat(1.0), x));
     }
-    let l = ln1p_pos(s, s.div(x, s.splat(tau)));
-    exp(s, s.mul(s.splat(p), l))
+    let vt = s.splat(tau);
+    let q = s.div(x, vt);
+    // x − q·τ exactly (q·τ is within a factor 2 of x, so the subtraction is exact).
+    let (qt, qt_err) = s.two_prod(q, vt);
+    let q_lo = s.div(s.sub(s.sub(x, qt), qt_err), vt);
+    let (hi, lo) = ln1p_pos_split(s, q, q_lo);
+    let vp = s.splat(p);
+    let (yh, yh_err) = s.two_prod(vp, hi);
+    let yl = s.fma(vp, lo, yh_err);
+    // Renormalise so that the tail is small next to the head.
+    let y = s.add(yh, yl);
+    let tail = s.sub(yl, s.sub(y, yh));
+    exp_tail(s, y, tail)
 }

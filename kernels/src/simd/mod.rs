@@ -15,12 +15,16 @@
 //! CPU can execute its instructions. [`avx2::Avx2`] can only be obtained from
 //! [`avx2::Avx2::detect`], which is what makes its (safe) methods sound.
 //!
+//! The AVX2 code is compiled on x86-64 targets with SSE2, i.e. every hosted one; it is
+//! left out of soft-float targets such as `x86_64-unknown-none`, where LLVM cannot
+//! generate vector code at all (and where the portable path runs on plain arrays).
+//!
 //! Masks (results of comparisons) are vectors whose lanes are all-ones or all-zeros.
 
 pub(crate) mod math;
 pub(crate) mod portable;
 
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 pub(crate) mod avx2;
 
 /// Number of `f32` lanes in one vector.
@@ -102,5 +106,26 @@ pub(crate) trait Simd: Copy {
     #[inline(always)]
     fn zero(self) -> Self::V {
         self.splat(0.0)
+    }
+
+    /// `(p, e)` with `p = a·b` rounded and `p + e = a·b` exactly (barring overflow
+    /// and underflow). This default is Dekker's product (Veltkamp splitting), exact
+    /// without a fused multiply-add; implementations with a fused FMA override it
+    /// with `e = fma(a, b, −p)`.
+    #[inline(always)]
+    fn two_prod(self, a: Self::V, b: Self::V) -> (Self::V, Self::V) {
+        let split = |v: Self::V| {
+            // 2^12 + 1 splits a 24-bit significand into two 12-bit halves.
+            let c = self.mul(self.splat(4097.0), v);
+            let hi = self.sub(c, self.sub(c, v));
+            (hi, self.sub(v, hi))
+        };
+        let p = self.mul(a, b);
+        let (ah, al) = split(a);
+        let (bh, bl) = split(b);
+        let e = self.sub(self.mul(ah, bh), p);
+        let e = self.add(e, self.mul(ah, bl));
+        let e = self.add(e, self.mul(al, bh));
+        (p, self.add(e, self.mul(al, bl)))
     }
 }

@@ -23,6 +23,7 @@
 //! `optimizer._lr [1]` (η, used as `softplus(η)`), `optimizer._mom [1]` (μ, used as
 //! `sigmoid(μ)`).
 
+mod eager;
 mod potential;
 
 use alloc::format;
@@ -328,6 +329,14 @@ impl EquilibriumAggregation {
         }
         let layout = Layout::new(segments, xs[0], dim_size)?;
         let sets = layout.dim_size();
+        if mode == InnerGrad::Eager {
+            let xv: Vec<T> = tape.value(x)?.data().to_vec();
+            let y = eager::solve(&self.idx, &self.params, self.grad_iter, &xv, &layout);
+            return Ok(tape.constant(Tensor::from_shape(
+                Shape::d2(sets, self.idx.out_channels),
+                y,
+            )?));
+        }
         let hoisted = potential::hoist(tape, &self.idx, params, x)?;
         let lr = tape.softplus(params.var(self.idx.lr()))?;
         let mom = tape.sigmoid(params.var(self.idx.mom()))?;
@@ -335,11 +344,8 @@ impl EquilibriumAggregation {
         let mut y = tape.variable(zeros);
         let mut momentum: Option<Var> = None;
         for _ in 0..self.grad_iter {
-            let mark = tape.mark();
             let e = potential::energy(tape, &self.idx, params, &hoisted, y, &layout)?;
-            let record = mode == InnerGrad::Record;
-            let g = tape.grad(e, None, &[y], record)?[0];
-            let was = tape.set_recording(record);
+            let g = tape.grad(e, None, &[y], true)?[0];
             let delta = tape.mul(g, lr)?;
             let m = match momentum {
                 // m_0 = 0, so the first step is −delta (PyG computes sigmoid(μ)·0 − delta).
@@ -349,18 +355,8 @@ impl EquilibriumAggregation {
                     tape.sub(decayed, delta)?
                 }
             };
-            let y_next = tape.add(y, m)?;
-            tape.set_recording(was);
-            if record {
-                y = y_next;
-                momentum = Some(m);
-            } else {
-                // Keep the values, free the step's graph, continue from constants.
-                let (yv, mv) = (tape.value(y_next)?.clone(), tape.value(m)?.clone());
-                tape.truncate(mark);
-                y = tape.variable(yv);
-                momentum = Some(tape.constant(mv));
-            }
+            y = tape.add(y, m)?;
+            momentum = Some(m);
         }
         Ok(y)
     }

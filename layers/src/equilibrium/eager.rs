@@ -1,0 +1,441 @@
+//! The inference path's engine: the inner loop with eager gradients, fused and
+//! row-blocked, with no tape.
+//!
+//! Each inner step needs only `g = ∂E/∂y`. Per step it computes:
+//!
+//! 1. `YW = y·W_yᵀ` for every linear map that reads the raw input `[x, y[index]]`.
+//!    Their `x` part `XW = x·W_xᵀ + b` was computed once per forward. Both are
+//!    `[·, H]`, where `H` is the total width of those maps (the first block plus
+//!    every `res_trans`).
+//! 2. For each block of [`CHUNK`] elements, in cache: `A = XW + YW[set]`, the
+//!    potential's forward pass, and its backward pass from `∂E/∂F = 1/|set|`, which
+//!    gives `∂E/∂A` per element.
+//! 3. `∂E/∂YW` per set: the sum of `∂E/∂A` over the set's elements. The block's
+//!    partial sums are added in block order, so the result does not depend on the
+//!    thread count.
+//! 4. `g = (∂E/∂YW)·W_y + 2·softplus(λ)/S · y`, then the momentum update.
+//!
+//! Elements are first sorted by set (a stable permutation). That makes any `index`
+//! a CSR layout, so each block touches a contiguous range of sets.
+
+use alloc::vec;
+use alloc::vec::Vec;
+
+use readout_core::Real;
+use readout_kernels::elementwise::{Unary, unary};
+use readout_kernels::gemm::{GemmShape, gemm};
+use readout_kernels::rows::{layer_norm_backward_rows, layer_norm_rows};
+
+use super::ParamIndex;
+use crate::param::Parameters;
+use crate::segments::Layout;
+
+/// Elements per block: small enough that a block's activations stay in L2.
+const CHUNK: usize = 128;
+const LAYER_NORM_EPS: f64 = 1e-5;
+
+/// The potential's weights, laid out for the engine.
+struct Net<T> {
+    cin: usize,
+    cout: usize,
+    hidden: Vec<usize>,
+    /// Total width `H` of the maps that read the raw input.
+    width: usize,
+    /// Column offset of `res_trans[j]` in `A` (the first block's map is at 0).
+    res_off: Vec<usize>,
+    /// `W_x` of every input map stacked: `[H, cin]`.
+    wx: Vec<T>,
+    /// `W_y` stacked: `[H, cout]`.
+    wy: Vec<T>,
+    /// Their biases: `[H]`.
+    b_in: Vec<T>,
+    /// Linear `i ≥ 1` weight `[h_i, h_{i−1}]` and bias, at index `i` (index 0 unused).
+    lin: Vec<(Vec<T>, Vec<T>)>,
+    /// LayerNorm weight and bias of block `i`.
+    norm: Vec<(Vec<T>, Vec<T>)>,
+    /// The final `Linear(→ 1)`'s weight `[h_L]` (its bias has no gradient).
+    w_final: Vec<T>,
+}
+
+fn cast<T: Real>(p: &Parameters, i: usize) -> Vec<T> {
+    p.at(i)
+        .value()
+        .data()
+        .iter()
+        .map(|&v| T::from_f64(v as f64))
+        .collect()
+}
+
+fn scalar<T: Real>(p: &Parameters, i: usize) -> T {
+    T::from_f64(p.at(i).value().item() as f64)
+}
+
+impl<T: Real> Net<T> {
+    fn new(idx: &ParamIndex, p: &Parameters) -> Self {
+        let (cin, cout) = (idx.in_channels, idx.out_channels);
+        let c = cin + cout;
+        let l = idx.hidden.len();
+        // The input maps, in column order: the first block's, then every res_trans.
+        let mut maps = vec![idx.first_linear()];
+        maps.extend((0..=l).map(|j| idx.res_trans(j)));
+        let (mut wx, mut wy, mut b_in, mut offs) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for &(w, b) in &maps {
+            offs.push(b_in.len());
+            let wv: Vec<T> = cast(p, w);
+            for row in wv.chunks_exact(c) {
+                wx.extend_from_slice(&row[..cin]);
+                wy.extend_from_slice(&row[cin..]);
+            }
+            b_in.extend(cast::<T>(p, b));
+        }
+        let width = b_in.len();
+        let mut lin = vec![(Vec::new(), Vec::new())];
+        for i in 1..l {
+            let (w, b) = idx.block_linear(i);
+            lin.push((cast(p, w), cast(p, b)));
+        }
+        let norm = (0..l)
+            .map(|i| idx.block_norm(i))
+            .map(|(w, b)| (cast(p, w), cast(p, b)))
+            .collect();
+        let w_final = if l > 0 {
+            cast(p, idx.last_linear().0)
+        } else {
+            Vec::new()
+        };
+        Net {
+            cin,
+            cout,
+            hidden: idx.hidden.clone(),
+            width,
+            res_off: offs[1..].to_vec(),
+            wx,
+            wy,
+            b_in,
+            lin,
+            norm,
+            w_final,
+        }
+    }
+}
+
+/// Per-block buffers, allocated once per forward (per thread).
+struct Scratch<T> {
+    a: Vec<T>,
+    xhat: Vec<Vec<T>>,
+    rstd: Vec<Vec<T>>,
+    t: Vec<Vec<T>>,
+    mean: Vec<T>,
+    z: Vec<T>,
+    dz: Vec<T>,
+    dln: Vec<T>,
+    dpre: Vec<T>,
+    da: Vec<T>,
+}
+
+impl<T: Real> Scratch<T> {
+    fn new(net: &Net<T>) -> Self {
+        let hmax = net.hidden.iter().copied().max().unwrap_or(1);
+        let per_layer = || {
+            net.hidden
+                .iter()
+                .map(|&h| vec![T::ZERO; CHUNK * h])
+                .collect()
+        };
+        Scratch {
+            a: vec![T::ZERO; CHUNK * net.width],
+            xhat: per_layer(),
+            rstd: net.hidden.iter().map(|_| vec![T::ZERO; CHUNK]).collect(),
+            t: per_layer(),
+            mean: vec![T::ZERO; CHUNK],
+            z: vec![T::ZERO; CHUNK * hmax],
+            dz: vec![T::ZERO; CHUNK * hmax],
+            dln: vec![T::ZERO; CHUNK * hmax],
+            dpre: vec![T::ZERO; CHUNK * hmax],
+            da: vec![T::ZERO; CHUNK * net.width],
+        }
+    }
+}
+
+/// Elements sorted by set, with CSR boundaries and each element's weight `1/|set|`.
+struct Sorted<T> {
+    /// `x` rows in set order, `[N, cin]`.
+    x: Vec<T>,
+    /// Set boundaries, `S + 1` entries.
+    ptr: Vec<usize>,
+    /// Set of each (sorted) element.
+    set_of: Vec<usize>,
+}
+
+fn sort_by_set<T: Real>(x: &[T], cin: usize, layout: &Layout) -> Sorted<T> {
+    let (order, ptr): (Vec<usize>, Vec<usize>) = match layout {
+        Layout::Ptr { ptr } => ((0..*ptr.last().unwrap_or(&0)).collect(), ptr.clone()),
+        Layout::Index { index, dim_size } => {
+            let mut counts = vec![0usize; dim_size + 1];
+            for &s in index {
+                counts[s + 1] += 1;
+            }
+            for s in 0..*dim_size {
+                counts[s + 1] += counts[s];
+            }
+            let mut next = counts.clone();
+            let mut order = vec![0usize; index.len()];
+            for (i, &s) in index.iter().enumerate() {
+                order[next[s]] = i;
+                next[s] += 1;
+            }
+            (order, counts)
+        }
+    };
+    let mut xs = Vec::with_capacity(order.len() * cin);
+    for &i in &order {
+        xs.extend_from_slice(&x[i * cin..(i + 1) * cin]);
+    }
+    let mut set_of = vec![0usize; order.len()];
+    for s in 0..ptr.len() - 1 {
+        set_of[ptr[s]..ptr[s + 1]].fill(s);
+    }
+    Sorted { x: xs, ptr, set_of }
+}
+
+/// Runs the inner optimisation with eager gradients and returns `y`, `[S, cout]`.
+pub(crate) fn solve<T: Real>(
+    idx: &ParamIndex,
+    p: &Parameters,
+    grad_iter: usize,
+    x: &[T],
+    layout: &Layout,
+) -> Vec<T> {
+    let net = Net::<T>::new(idx, p);
+    let sorted = sort_by_set(x, net.cin, layout);
+    let n = sorted.set_of.len();
+    let sets = sorted.ptr.len() - 1;
+    let (h, cout) = (net.width, net.cout);
+    let lr = scalar::<T>(p, idx.lr());
+    let mom = scalar::<T>(p, idx.mom());
+    let lamb = scalar::<T>(p, idx.lamb());
+    let (lr, mom, reg) = (
+        Unary::Softplus.apply(lr),
+        Unary::Sigmoid.apply(mom),
+        Unary::Softplus.apply(lamb),
+    );
+    let reg_coef = if sets > 0 {
+        T::from_f64(2.0) * reg / T::from_usize(sets)
+    } else {
+        T::ZERO
+    };
+
+    // x·W_xᵀ + b for every input map, once.
+    let mut xw = vec![T::ZERO; n * h];
+    gemm(
+        &GemmShape::with_trans(n, h, net.cin, false, true),
+        T::ONE,
+        &sorted.x,
+        &net.wx,
+        T::ZERO,
+        &mut xw,
+    );
+    for row in xw.chunks_exact_mut(h.max(1)) {
+        for (v, &b) in row.iter_mut().zip(&net.b_in) {
+            *v += b;
+        }
+    }
+    let inv_count: Vec<T> = sorted
+        .ptr
+        .windows(2)
+        .map(|w| {
+            if w[1] > w[0] {
+                T::ONE / T::from_usize(w[1] - w[0])
+            } else {
+                T::ZERO
+            }
+        })
+        .collect();
+
+    let mut y = vec![T::ZERO; sets * cout];
+    let mut m = vec![T::ZERO; sets * cout];
+    let mut yw = vec![T::ZERO; sets * h];
+    let mut dyw = vec![T::ZERO; sets * h];
+    let mut g = vec![T::ZERO; sets * cout];
+    let mut scratch = Scratch::new(&net);
+    for step in 0..grad_iter {
+        gemm(
+            &GemmShape::with_trans(sets, h, cout, false, true),
+            T::ONE,
+            &y,
+            &net.wy,
+            T::ZERO,
+            &mut yw,
+        );
+        dyw.fill(T::ZERO);
+        let mut r0 = 0;
+        while r0 < n {
+            let r1 = (r0 + CHUNK).min(n);
+            block(
+                &net,
+                &mut scratch,
+                &xw[r0 * h..r1 * h],
+                &yw,
+                &sorted.set_of[r0..r1],
+                &inv_count,
+            );
+            // Sum the block's ∂E/∂A into its sets, in element order.
+            for (r, da) in (r0..r1).zip(scratch.da.chunks_exact(h)) {
+                let s = sorted.set_of[r];
+                for (acc, &v) in dyw[s * h..(s + 1) * h].iter_mut().zip(da) {
+                    *acc += v;
+                }
+            }
+            r0 = r1;
+        }
+        // g = ∂E/∂YW · W_y + 2·softplus(λ)/S · y
+        g.copy_from_slice(&y);
+        gemm(
+            &GemmShape::new(sets, cout, h),
+            T::ONE,
+            &dyw,
+            &net.wy,
+            reg_coef,
+            &mut g,
+        );
+        for ((yi, mi), &gi) in y.iter_mut().zip(m.iter_mut()).zip(&g) {
+            let delta = lr * gi;
+            *mi = if step == 0 { -delta } else { mom * *mi - delta };
+            *yi += *mi;
+        }
+    }
+    y
+}
+
+/// Forward and backward of the potential for one block of (sorted) elements; leaves
+/// `∂E/∂A` in `scratch.da`, `[rows, H]`.
+fn block<T: Real>(
+    net: &Net<T>,
+    sc: &mut Scratch<T>,
+    xw: &[T],
+    yw: &[T],
+    set_of: &[usize],
+    inv_count: &[T],
+) {
+    let h = net.width;
+    let rows = set_of.len();
+    let eps = T::from_f64(LAYER_NORM_EPS);
+    // A = XW + YW[set]
+    for ((arow, xrow), &s) in sc.a.chunks_exact_mut(h).zip(xw.chunks_exact(h)).zip(set_of) {
+        for ((a, &xv), &yv) in arow.iter_mut().zip(xrow).zip(&yw[s * h..(s + 1) * h]) {
+            *a = xv + yv;
+        }
+    }
+    let a = &sc.a[..rows * h];
+    let da = &mut sc.da[..rows * h];
+    let l = net.hidden.len();
+    let res_l = net.res_off[l];
+    // ∂E/∂F = 1/|set| for each element: F is averaged per set, then summed.
+    for (darow, &s) in da.chunks_exact_mut(h).zip(set_of) {
+        darow[res_l] = inv_count[s];
+        if l == 0 {
+            darow[0] = inv_count[s];
+        }
+    }
+    if l == 0 {
+        return;
+    }
+    // Forward through the blocks, keeping x̂, rstd and tanh outputs.
+    for i in 0..l {
+        let hi = net.hidden[i];
+        let pre = &mut sc.dpre[..rows * hi];
+        if i == 0 {
+            for (prow, arow) in pre.chunks_exact_mut(hi).zip(a.chunks_exact(h)) {
+                prow.copy_from_slice(&arow[..hi]);
+            }
+        } else {
+            let hp = net.hidden[i - 1];
+            let (w, b) = &net.lin[i];
+            for prow in pre.chunks_exact_mut(hi) {
+                prow.copy_from_slice(b);
+            }
+            gemm(
+                &GemmShape::with_trans(rows, hi, hp, false, true),
+                T::ONE,
+                &sc.z[..rows * hp],
+                w,
+                T::ONE,
+                pre,
+            );
+        }
+        let xhat = &mut sc.xhat[i][..rows * hi];
+        layer_norm_rows(
+            pre,
+            hi,
+            eps,
+            None,
+            xhat,
+            (&mut sc.mean[..rows], &mut sc.rstd[i][..rows]),
+        );
+        let (gamma, beta) = &net.norm[i];
+        let affine = &mut sc.dln[..rows * hi];
+        for (arow, xrow) in affine.chunks_exact_mut(hi).zip(xhat.chunks_exact(hi)) {
+            for (((av, &xv), &gv), &bv) in arow.iter_mut().zip(xrow).zip(gamma).zip(beta) {
+                *av = xv * gv + bv;
+            }
+        }
+        let t = &mut sc.t[i][..rows * hi];
+        unary(Unary::Tanh, affine, t);
+        let off = net.res_off[i];
+        let z = &mut sc.z[..rows * hi];
+        for ((zrow, trow), arow) in z
+            .chunks_exact_mut(hi)
+            .zip(t.chunks_exact(hi))
+            .zip(a.chunks_exact(h))
+        {
+            for ((zv, &tv), &av) in zrow.iter_mut().zip(trow).zip(&arow[off..off + hi]) {
+                *zv = tv + av;
+            }
+        }
+    }
+    // Backward: dz = ∂E/∂F ⊗ w_final, then through the blocks in reverse.
+    let hl = net.hidden[l - 1];
+    for (dzrow, &s) in sc.dz[..rows * hl].chunks_exact_mut(hl).zip(set_of) {
+        for (d, &w) in dzrow.iter_mut().zip(&net.w_final) {
+            *d = inv_count[s] * w;
+        }
+    }
+    for i in (0..l).rev() {
+        let hi = net.hidden[i];
+        let off = net.res_off[i];
+        let dz = &sc.dz[..rows * hi];
+        // The skip: ∂E/∂A[res_i] = dz.
+        for (darow, dzrow) in da.chunks_exact_mut(h).zip(dz.chunks_exact(hi)) {
+            darow[off..off + hi].copy_from_slice(dzrow);
+        }
+        // Through tanh and the LayerNorm's affine part: ĝ = dz·(1 − t²)·γ.
+        let (gamma, _) = &net.norm[i];
+        let dln = &mut sc.dln[..rows * hi];
+        for ((drow, dzrow), trow) in dln
+            .chunks_exact_mut(hi)
+            .zip(dz.chunks_exact(hi))
+            .zip(sc.t[i].chunks_exact(hi))
+        {
+            for (((d, &dzv), &tv), &gv) in drow.iter_mut().zip(dzrow).zip(trow).zip(gamma) {
+                *d = dzv * (T::ONE - tv * tv) * gv;
+            }
+        }
+        let dpre = &mut sc.dpre[..rows * hi];
+        layer_norm_backward_rows(&sc.xhat[i][..rows * hi], dln, &sc.rstd[i][..rows], dpre);
+        if i == 0 {
+            for (darow, drow) in da.chunks_exact_mut(h).zip(dpre.chunks_exact(hi)) {
+                darow[..hi].copy_from_slice(drow);
+            }
+        } else {
+            let hp = net.hidden[i - 1];
+            gemm(
+                &GemmShape::new(rows, hp, hi),
+                T::ONE,
+                dpre,
+                &net.lin[i].0,
+                T::ZERO,
+                &mut sc.dz[..rows * hp],
+            );
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! Where each node of a `MemPooling` input goes: `to_dense_batch`'s layout, computed
+//! once from `batch` / `mask` and shared by the dense and the ragged paths.
+
+use alloc::format;
+use alloc::vec;
+use alloc::vec::Vec;
+
+use crate::error::LayerError;
+
+/// A validated `[B, N_max]` layout of the real (kept, valid) rows of `x`.
+///
+/// The *row view* of `x` is `[N, F]` for node input and `[B·N, F]` for dense input.
+/// Kept rows, in row-view order, are grouped by graph in CSR form (`ptr`), and
+/// `positions[j]` is where kept row `j` sits in the flattened `[B·N_max]` padding.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Plan {
+    /// `B`, graphs (empty ones included).
+    pub(crate) batch_size: usize,
+    /// `N_max`, the padded node axis.
+    pub(crate) max_nodes: usize,
+    /// Rows of `x`'s row view.
+    pub(crate) rows: usize,
+    /// Row-view indices of the kept rows, when some rows are not kept (nodes dropped by
+    /// `max_num_nodes`, masked-out dense rows); `None` when every row is kept.
+    pub(crate) kept: Option<Vec<usize>>,
+    /// CSR boundaries of the kept rows per graph, `B + 1` entries.
+    pub(crate) ptr: Vec<usize>,
+    /// Flat `b·N_max + p` position of each kept row in the padded layout.
+    pub(crate) positions: Vec<usize>,
+    /// Whether `x` came as dense `[B, N, F]`.
+    pub(crate) dense_input: bool,
+}
+
+impl Plan {
+    /// `B·N_max`, the padded row count.
+    pub(crate) fn padded_rows(&self) -> usize {
+        self.batch_size * self.max_nodes
+    }
+
+    /// `1` at kept positions and `0` elsewhere, over the `B·N_max` padded rows.
+    pub(crate) fn mask_values(&self) -> Vec<bool> {
+        let mut m = vec![false; self.padded_rows()];
+        for &p in &self.positions {
+            m[p] = true;
+        }
+        m
+    }
+
+    /// The layout of node input `[N, F]` with an optional sorted `batch`, exactly as
+    /// PyG's `to_dense_batch(x, batch, max_num_nodes=…, batch_size=…)` builds it.
+    pub(crate) fn nodes(
+        n: usize,
+        batch: Option<&[i64]>,
+        max_num_nodes: Option<usize>,
+        batch_size: Option<usize>,
+    ) -> Result<Plan, LayerError> {
+        // Graph of each node, validated: non-negative and sorted.
+        let mut counts: Vec<usize>;
+        match batch {
+            None => {
+                // One graph holding every node (PyG: `batch = zeros(N)`).
+                let b = batch_size.unwrap_or(1);
+                if b == 0 {
+                    return Err(LayerError::invalid_argument(
+                        "batch_size",
+                        0,
+                        "must be ≥ 1: there is one graph when batch is None",
+                    ));
+                }
+                counts = vec![0; b];
+                counts[0] = n;
+            }
+            Some(batch) => {
+                if batch.len() != n {
+                    return Err(LayerError::LengthMismatch {
+                        name: "batch".into(),
+                        expected: n,
+                        got: batch.len(),
+                    });
+                }
+                let mut prev = 0usize;
+                for (i, &e) in batch.iter().enumerate() {
+                    let g = usize::try_from(e).map_err(|_| {
+                        LayerError::invalid_argument(
+                            "batch",
+                            format!("{e} at position {i}"),
+                            "entries must be ≥ 0",
+                        )
+                    })?;
+                    if g < prev {
+                        return Err(LayerError::invalid_argument(
+                            "batch",
+                            format!("{e} at position {i} after {prev}"),
+                            "must be sorted (non-decreasing), as PyG's to_dense_batch requires",
+                        ));
+                    }
+                    prev = g;
+                }
+                let needed = match batch.last() {
+                    Some(&m) => m as usize + 1,
+                    None => 0,
+                };
+                let b = batch_size.unwrap_or(needed);
+                if b < needed {
+                    return Err(LayerError::invalid_argument(
+                        "batch_size",
+                        b,
+                        format!("is smaller than max(batch) + 1 = {needed}"),
+                    ));
+                }
+                if b == 0 {
+                    return Err(LayerError::invalid_argument(
+                        "batch",
+                        "[] (empty)",
+                        "an empty batch has no graph; pass batch_size ≥ 1",
+                    ));
+                }
+                counts = vec![0; b];
+                for &e in batch {
+                    counts[e as usize] += 1;
+                }
+            }
+        }
+        let b = counts.len();
+        let largest = counts.iter().copied().max().unwrap_or(0);
+        let max_nodes = max_num_nodes.unwrap_or(largest);
+        check_padded(b, max_nodes)?;
+        let mut ptr = Vec::with_capacity(b + 1);
+        ptr.push(0);
+        let mut positions = Vec::with_capacity(n.min(b.saturating_mul(max_nodes)));
+        let dropping = largest > max_nodes;
+        let mut kept = Vec::new();
+        let mut node = 0;
+        for (g, &c) in counts.iter().enumerate() {
+            // Nodes at position ≥ max_num_nodes in their graph are dropped, as PyG does.
+            for p in 0..c {
+                if p < max_nodes {
+                    positions.push(g * max_nodes + p);
+                    if dropping {
+                        kept.push(node);
+                    }
+                }
+                node += 1;
+            }
+            ptr.push(positions.len());
+        }
+        Ok(Plan {
+            batch_size: b,
+            max_nodes,
+            rows: n,
+            kept: dropping.then_some(kept),
+            ptr,
+            positions,
+            dense_input: false,
+        })
+    }
+
+    /// The layout of dense input `[B, N, F]` with an optional mask `[B, N]` (row-major).
+    pub(crate) fn dense(b: usize, n: usize, mask: Option<&[bool]>) -> Result<Plan, LayerError> {
+        if b == 0 {
+            return Err(LayerError::invalid_argument(
+                "x",
+                format!("shape [0, {n}, F]"),
+                "a dense batch needs at least one graph",
+            ));
+        }
+        check_padded(b, n)?;
+        let all = mask.is_none_or(|m| m.iter().all(|&v| v));
+        let mut ptr = Vec::with_capacity(b + 1);
+        ptr.push(0);
+        let positions: Vec<usize> = match mask {
+            Some(m) if !all => {
+                let mut pos = Vec::new();
+                for g in 0..b {
+                    for (j, &valid) in m[g * n..(g + 1) * n].iter().enumerate() {
+                        if valid {
+                            pos.push(g * n + j);
+                        }
+                    }
+                    ptr.push(pos.len());
+                }
+                pos
+            }
+            _ => {
+                ptr.extend((1..=b).map(|g| g * n));
+                (0..b * n).collect()
+            }
+        };
+        Ok(Plan {
+            batch_size: b,
+            max_nodes: n,
+            rows: b * n,
+            kept: (!all).then(|| positions.clone()),
+            ptr,
+            positions,
+            dense_input: true,
+        })
+    }
+}
+
+/// Refuses a padded layout whose element count overflows.
+fn check_padded(b: usize, n: usize) -> Result<(), LayerError> {
+    if b.checked_mul(n).is_none() {
+        return Err(LayerError::invalid_argument(
+            "batch_size × max_num_nodes",
+            format!("{b} × {n}"),
+            "overflows the address space",
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,656 @@
+//! `MemPooling` beyond the reference cases: ragged = dense (forward and gradients),
+//! PyG's own test, finite-difference gradient checks (first and second order),
+//! `to_dense_batch` semantics, `kl_loss` on empty graphs, initialisation, memory of the
+//! ragged path, and every input error.
+
+mod common;
+
+use common::{Rng, rel_err, weighted_sum};
+use readout_core::{Tape, Tensor, Var};
+use readout_layers::{LayerError, Mask, MemPooling, PoolArgs, PoolPath};
+
+/// Values of one forward + loss + gradients run in `f64`.
+struct Run {
+    out: Vec<f64>,
+    s: Vec<f64>,
+    s_shape: Vec<usize>,
+    kl: f64,
+    /// Gradients of the loss: `k`, `conv.weight`, `lin.weight`, `x`.
+    grads: Vec<Vec<f64>>,
+}
+
+fn sizes_to_batch(sizes: &[usize]) -> Vec<i64> {
+    sizes
+        .iter()
+        .enumerate()
+        .flat_map(|(g, &s)| std::iter::repeat_n(g as i64, s))
+        .collect()
+}
+
+fn layer(f: usize, o: usize, h: usize, k: usize, tau: f64, seed: u64) -> MemPooling {
+    let mut l = MemPooling::new(f, o, h, k, tau).unwrap();
+    let mut rng = Rng::new(seed);
+    // Larger than PyG's init so that the softmax is far from uniform.
+    for p in l.parameters_mut().iter_mut() {
+        for v in p.value_mut() {
+            *v = rng.uniform(-1.2, 1.2) as f32;
+        }
+    }
+    l
+}
+
+/// Loss `Σ out·w₁ + Σ S·w₂ + 0.7·kl_loss`, with `w` fixed by the shapes.
+fn run(layer: &MemPooling, x: &Tensor<f64>, args: PoolArgs<'_>, ragged_kl: bool) -> Run {
+    let mut tape = Tape::<f64>::new();
+    let bound = layer.parameters().bind(&mut tape, true);
+    let xv = tape.variable(x.clone());
+    let mut pooled = layer.forward_on(&mut tape, &bound, xv, args).unwrap();
+    let out = pooled.out();
+    let s = pooled.s(&mut tape).unwrap();
+    let kl = if ragged_kl {
+        pooled.kl_loss(&mut tape).unwrap()
+    } else {
+        MemPooling::kl_loss_on(&mut tape, s).unwrap()
+    };
+    let mut rng = Rng::new(99);
+    let n_out = tape.value(out).unwrap().numel();
+    let n_s = tape.value(s).unwrap().numel();
+    let lo = weighted_sum(&mut tape, out, &rng.vec(n_out, -1.0, 1.0));
+    let ls = weighted_sum(&mut tape, s, &rng.vec(n_s, -1.0, 1.0));
+    let lk = tape.scale(kl, 0.7).unwrap();
+    let loss = tape.add(lo, ls).unwrap();
+    let loss = tape.add(loss, lk).unwrap();
+    let mut wrt = bound.vars().to_vec();
+    wrt.push(xv);
+    let g = tape.grad(loss, None, &wrt, false).unwrap();
+    Run {
+        out: tape.value(out).unwrap().data().to_vec(),
+        s: tape.value(s).unwrap().data().to_vec(),
+        s_shape: tape.value(s).unwrap().shape().to_vec(),
+        kl: tape.value(kl).unwrap().item(),
+        grads: g
+            .iter()
+            .map(|&v| tape.value(v).unwrap().data().to_vec())
+            .collect(),
+    }
+}
+
+fn assert_close(a: &Run, b: &Run, tol: f64, what: &str) {
+    assert_eq!(a.s_shape, b.s_shape, "{what}: S shape");
+    let checks = [
+        ("out", rel_err(&a.out, &b.out)),
+        ("S", rel_err(&a.s, &b.s)),
+        ("kl", rel_err(&[a.kl], &[b.kl])),
+        ("grad k", rel_err(&a.grads[0], &b.grads[0])),
+        ("grad conv", rel_err(&a.grads[1], &b.grads[1])),
+        ("grad lin", rel_err(&a.grads[2], &b.grads[2])),
+        ("grad x", rel_err(&a.grads[3], &b.grads[3])),
+    ];
+    for (n, e) in checks {
+        assert!(e <= tol, "{what}: {n} differs by {e:e}");
+    }
+}
+
+fn random_x(rng: &mut Rng, dims: &[usize]) -> Tensor<f64> {
+    let n = dims.iter().product();
+    Tensor::from_vec(dims, rng.vec(n, -1.5, 1.5)).unwrap()
+}
+
+/// Ragged and dense paths against each other for node input.
+fn ragged_vs_dense(sizes: &[usize], mnn: Option<usize>, bs: Option<usize>, seed: u64) {
+    let l = layer(3, 4, 2, 3, 1.5, seed);
+    let batch = sizes_to_batch(sizes);
+    let mut rng = Rng::new(seed + 1);
+    let x = random_x(&mut rng, &[batch.len(), 3]);
+    let mut args = PoolArgs::new().batch(&batch);
+    if let Some(m) = mnn {
+        args = args.max_num_nodes(m);
+    }
+    if let Some(b) = bs {
+        args = args.batch_size(b);
+    }
+    let dense = run(&l, &x, args.path(PoolPath::Dense), false);
+    let ragged = run(&l, &x, args.path(PoolPath::Ragged), false);
+    let ragged_kl = run(&l, &x, args.path(PoolPath::Ragged), true);
+    let what = format!("sizes {sizes:?} mnn {mnn:?} bs {bs:?}");
+    assert_close(&ragged, &dense, 1e-10, &what);
+    assert_close(&ragged_kl, &dense, 1e-10, &what);
+    assert!(dense.kl.is_finite() && dense.grads.iter().flatten().all(|v| v.is_finite()));
+}
+
+#[test]
+fn ragged_equals_dense_for_node_input() {
+    ragged_vs_dense(&[3, 4, 4, 3, 3], None, None, 1);
+    ragged_vs_dense(&[1, 9, 4, 12, 5], None, None, 2);
+    // Empty graphs at the start, in the middle, and trailing from batch_size.
+    ragged_vs_dense(&[0, 5, 0, 0, 2, 7], None, Some(9), 3);
+    // Nodes dropped by max_num_nodes, and padding beyond the largest graph.
+    ragged_vs_dense(&[2, 9, 5, 1], Some(4), None, 4);
+    ragged_vs_dense(&[2, 3], Some(8), Some(4), 5);
+    ragged_vs_dense(&[7, 8, 9], None, None, 6);
+    ragged_vs_dense(&[1], None, None, 7);
+}
+
+#[test]
+fn ragged_equals_dense_for_dense_input() {
+    let l = layer(4, 3, 3, 2, 0.7, 11);
+    let mut rng = Rng::new(12);
+    let x = random_x(&mut rng, &[4, 5, 4]);
+    // Valid nodes not only as a prefix, and a graph with no valid node.
+    let mask = [
+        true, true, false, true, false, //
+        false, false, false, false, false, //
+        true, true, true, true, true, //
+        false, true, false, false, false,
+    ];
+    let m = Mask::new([4, 5], &mask).unwrap();
+    for args in [PoolArgs::new().mask(m), PoolArgs::new()] {
+        let dense = run(&l, &x, args.path(PoolPath::Dense), false);
+        let ragged = run(&l, &x, args.path(PoolPath::Ragged), true);
+        assert_close(&ragged, &dense, 1e-10, "dense input");
+    }
+}
+
+/// Node input with `batch` = the dense input built by hand as `to_dense_batch` does,
+/// including the nodes `max_num_nodes` drops, which get no gradient.
+#[test]
+fn node_input_follows_to_dense_batch() {
+    let l = layer(3, 2, 2, 4, 1.0, 21);
+    let sizes = [3, 6, 0, 2];
+    let batch = sizes_to_batch(&sizes);
+    let mut rng = Rng::new(22);
+    let n = batch.len();
+    let x = random_x(&mut rng, &[n, 3]);
+    let (mnn, bs) = (4, 6);
+    let mut dense = vec![0.0; bs * mnn * 3];
+    let mut mask = vec![false; bs * mnn];
+    let mut dropped = Vec::new();
+    let mut node = 0;
+    for (g, &s) in sizes.iter().enumerate() {
+        for p in 0..s {
+            if p < mnn {
+                let at = g * mnn + p;
+                dense[at * 3..at * 3 + 3].copy_from_slice(&x.data()[node * 3..node * 3 + 3]);
+                mask[at] = true;
+            } else {
+                dropped.push(node);
+            }
+            node += 1;
+        }
+    }
+    assert_eq!(dropped, vec![7, 8]);
+    let xd = Tensor::from_vec(&[bs, mnn, 3], dense).unwrap();
+    let m = Mask::new([bs, mnn], &mask).unwrap();
+    let by_hand = run(&l, &xd, PoolArgs::new().mask(m), false);
+    for path in [PoolPath::Ragged, PoolPath::Dense] {
+        let args = PoolArgs::new()
+            .batch(&batch)
+            .max_num_nodes(mnn)
+            .batch_size(bs)
+            .path(path);
+        let r = run(&l, &x, args, false);
+        assert_eq!(r.s_shape, vec![bs, mnn, 4]);
+        for (name, a, b) in [
+            ("out", &r.out, &by_hand.out),
+            ("S", &r.s, &by_hand.s),
+            ("k", &r.grads[0], &by_hand.grads[0]),
+            ("conv", &r.grads[1], &by_hand.grads[1]),
+            ("lin", &r.grads[2], &by_hand.grads[2]),
+        ] {
+            assert!(rel_err(a, b) < 1e-12, "{path:?} {name}");
+        }
+        for &d in &dropped {
+            assert!(r.grads[3][d * 3..d * 3 + 3].iter().all(|&v| v == 0.0));
+        }
+    }
+}
+
+/// PyG's `test_mem_pool.py`: two stacked layers on its batch.
+#[test]
+fn pyg_test_mem_pool() {
+    let mpool1 = MemPooling::new(4, 8, 3, 2, 1.0).unwrap();
+    let mpool2 = MemPooling::new(8, 4, 2, 1, 1.0).unwrap();
+    let batch = [0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 4, 4, 4];
+    let mut rng = Rng::new(5);
+    let x: Tensor<f32> = random_x(&mut rng, &[17, 4]).cast();
+    for path in [PoolPath::Ragged, PoolPath::Dense] {
+        let mut tape = Tape::<f32>::new();
+        let b1 = mpool1.parameters().bind(&mut tape, true);
+        let b2 = mpool2.parameters().bind(&mut tape, true);
+        let xv = tape.constant(x.clone());
+        let args = PoolArgs::new().batch(&batch).path(path);
+        let mut p1 = mpool1.forward_on(&mut tape, &b1, xv, args).unwrap();
+        let s = p1.s(&mut tape).unwrap();
+        let loss = MemPooling::kl_loss_on(&mut tape, s).unwrap();
+        let grads = tape.backward(loss).unwrap();
+        // kl_loss reaches k and conv.weight; lin.weight only acts on out.
+        assert!(grads.get(b1.var(0)).is_some() && grads.get(b1.var(1)).is_some());
+        assert!(grads.get(b1.var(2)).is_none());
+        assert!(grads.iter().all(|(_, g)| g.all_finite()));
+        let out1 = p1.out();
+        let mut p2 = mpool2
+            .forward_on(&mut tape, &b2, out1, PoolArgs::new().path(path))
+            .unwrap();
+        assert_eq!(tape.value(out1).unwrap().shape(), &[5, 2, 8]);
+        assert_eq!(tape.value(p2.out()).unwrap().shape(), &[5, 1, 4]);
+        let s2 = p2.s(&mut tape).unwrap();
+        assert_eq!(tape.value(s2).unwrap().shape(), &[5, 2, 1]);
+        let sv = tape.value(s).unwrap();
+        assert_eq!(sv.shape(), &[5, 4, 2]);
+        // The mask of to_dense_batch: graph sizes 3, 4, 4, 3, 3 padded to 4.
+        let sizes = [3, 4, 4, 3, 3];
+        let mut valid_sum = 0.0f64;
+        for (g, &n) in sizes.iter().enumerate() {
+            for p in 0..4 {
+                let row = &sv.data()[(g * 4 + p) * 2..(g * 4 + p) * 2 + 2];
+                if p < n {
+                    let r: f64 = row.iter().map(|&v| f64::from(v)).sum();
+                    assert!((r - 1.0).abs() < 1e-6, "row of S sums to {r}");
+                    valid_sum += r;
+                } else {
+                    assert!(row.iter().all(|&v| v == 0.0), "S[~mask] must be 0");
+                }
+            }
+        }
+        assert_eq!(valid_sum.round() as usize, 17);
+        assert!(tape.value(loss).unwrap().item() > 0.0);
+    }
+}
+
+/// Central differences of the loss (layer + `kl_loss`) against the tape's gradients,
+/// and of a Hessian-vector product against the recorded second derivatives.
+#[test]
+fn finite_differences_first_and_second_order() {
+    let l = layer(3, 2, 2, 3, 1.3, 31);
+    let batch = [0i64, 0, 0, 1, 2, 2, 2, 2];
+    let mut rng = Rng::new(32);
+    let x = random_x(&mut rng, &[8, 3]);
+    let inputs: Vec<Tensor<f64>> = l
+        .parameters()
+        .iter()
+        .map(|p| p.value().cast())
+        .chain(std::iter::once(x))
+        .collect();
+    let us: Vec<Vec<f64>> = inputs
+        .iter()
+        .map(|t| rng.vec(t.numel(), -1.0, 1.0))
+        .collect();
+    let w_out = rng.vec(3 * 3 * 2, -1.0, 1.0);
+    let w_s = rng.vec(3 * 4 * 3, -1.0, 1.0);
+    for path in [PoolPath::Ragged, PoolPath::Dense] {
+        // Builds the loss from leaves holding `xs`; returns the leaves and the loss.
+        let build = |tape: &mut Tape<f64>, xs: &[Tensor<f64>]| -> (Vec<Var>, Var) {
+            let vars: Vec<Var> = xs.iter().map(|t| tape.variable(t.clone())).collect();
+            let bound = readout_layers::Bound::from_vars(vars[..3].to_vec());
+            let args = PoolArgs::new().batch(&batch).path(path);
+            let mut p = l.forward_on(tape, &bound, vars[3], args).unwrap();
+            let out = p.out();
+            let s = p.s(tape).unwrap();
+            let kl = p.kl_loss(tape).unwrap();
+            let a = weighted_sum(tape, out, &w_out);
+            let b = weighted_sum(tape, s, &w_s);
+            let loss = tape.add(a, b).unwrap();
+            (vars, tape.add(loss, kl).unwrap())
+        };
+        let loss_at = |xs: &[Tensor<f64>]| {
+            let mut t = Tape::new();
+            let (_, l) = build(&mut t, xs);
+            t.value(l).unwrap().item()
+        };
+        let hvp_at = |xs: &[Tensor<f64>]| {
+            let mut t = Tape::new();
+            let (v, l) = build(&mut t, xs);
+            let g = t.grad(l, None, &v, false).unwrap();
+            g.iter()
+                .zip(&us)
+                .map(|(&gi, u)| {
+                    let d = t.value(gi).unwrap().data();
+                    d.iter().zip(u).map(|(a, b)| a * b).sum::<f64>()
+                })
+                .sum::<f64>()
+        };
+        let mut t = Tape::new();
+        let (v, loss) = build(&mut t, &inputs);
+        let first = t.grad(loss, None, &v, true).unwrap();
+        let mut h = None;
+        for (&g, u) in first.iter().zip(&us) {
+            let d = weighted_sum(&mut t, g, u);
+            h = Some(match h {
+                None => d,
+                Some(acc) => t.add(acc, d).unwrap(),
+            });
+        }
+        let second = t.grad(h.unwrap(), None, &v, false).unwrap();
+        let step = 1e-6;
+        for (k, inp) in inputs.iter().enumerate() {
+            for i in 0..inp.numel() {
+                let at = |d: f64| {
+                    let mut xs = inputs.clone();
+                    xs[k].data_mut()[i] += d;
+                    xs
+                };
+                let fd1 = (loss_at(&at(step)) - loss_at(&at(-step))) / (2.0 * step);
+                let fd2 = (hvp_at(&at(step)) - hvp_at(&at(-step))) / (2.0 * step);
+                let g1 = t.value(first[k]).unwrap().data()[i];
+                let g2 = t.value(second[k]).unwrap().data()[i];
+                let tol = |v: f64| 1e-6 + 1e-5 * v.abs();
+                assert!(
+                    (g1 - fd1).abs() <= tol(fd1),
+                    "{path:?} input {k}[{i}]: {g1} vs {fd1}"
+                );
+                assert!(
+                    (g2 - fd2).abs() <= tol(fd2),
+                    "{path:?} 2nd input {k}[{i}]: {g2} vs {fd2}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn kl_loss_of_empty_graphs_is_the_zero_contribution_limit() {
+    let l = layer(3, 2, 2, 3, 1.0, 41);
+    let batch = sizes_to_batch(&[4, 2, 5]);
+    let mut rng = Rng::new(42);
+    let x = random_x(&mut rng, &[11, 3]).cast::<f32>();
+    let (_, s3) = l.forward(&x, PoolArgs::new().batch(&batch)).unwrap();
+    let (_, s5) = l
+        .forward(&x, PoolArgs::new().batch(&batch).batch_size(5))
+        .unwrap();
+    let k3 = MemPooling::kl_loss(&s3).unwrap();
+    let k5 = MemPooling::kl_loss(&s5).unwrap();
+    assert!(k5.is_finite() && k5 > 0.0);
+    // batchmean over 5 graphs, two of which contribute 0.
+    assert!(
+        (k5 * 5.0 - k3 * 3.0).abs() < 1e-6 * k3.abs().max(1.0),
+        "{k5} vs {k3}"
+    );
+    // With K = 1 every valid row of S is 1 and the loss is 0.
+    let one = layer(3, 2, 2, 1, 1.0, 43);
+    let (_, s) = one.forward(&x, PoolArgs::new().batch(&batch)).unwrap();
+    assert_eq!(MemPooling::kl_loss(&s).unwrap(), 0.0);
+}
+
+#[test]
+fn s_nodes_is_s_without_padding() {
+    let l = layer(3, 2, 2, 3, 1.0, 51);
+    let sizes = [2, 5, 0, 3];
+    let batch = sizes_to_batch(&sizes);
+    let mut rng = Rng::new(52);
+    let x = random_x(&mut rng, &[10, 3]).cast::<f32>();
+    let args = PoolArgs::new().batch(&batch).max_num_nodes(4);
+    let (out_p, s_p) = l.forward(&x, args).unwrap();
+    let (out_r, s_r) = l.forward_ragged(&x, args).unwrap();
+    assert_eq!(out_p, out_r);
+    assert_eq!(s_r.shape(), &[10, 3]);
+    let mut node = 0;
+    for (g, &n) in sizes.iter().enumerate() {
+        for p in 0..n {
+            let row = &s_r.data()[node * 3..node * 3 + 3];
+            if p < 4 {
+                assert_eq!(row, &s_p.data()[(g * 4 + p) * 3..(g * 4 + p) * 3 + 3]);
+            } else {
+                assert!(row.iter().all(|&v| v == 0.0), "a dropped node has no row");
+            }
+            node += 1;
+        }
+    }
+    // The dense path gives the same ragged S.
+    let (_, s_d) = l.forward_ragged(&x, args.path(PoolPath::Dense)).unwrap();
+    let e = rel_err(
+        &s_d.data().iter().map(|&v| f64::from(v)).collect::<Vec<_>>(),
+        &s_r.data().iter().map(|&v| f64::from(v)).collect::<Vec<_>>(),
+    );
+    assert!(e < 1e-6);
+}
+
+#[test]
+fn initialisation_follows_pytorch() {
+    let l = MemPooling::new(7, 5, 4, 6, 1.0).unwrap();
+    let names: Vec<&str> = l.parameters().iter().map(|p| p.name()).collect();
+    assert_eq!(names, ["k", "conv.weight", "lin.weight"]);
+    let shape = |i: usize| l.parameters().at(i).value().shape().to_vec();
+    assert_eq!(shape(0), [4, 6, 7]);
+    assert_eq!(shape(1), [4]);
+    assert_eq!(shape(2), [5, 7]);
+    assert_eq!(l.pyg_shape("conv.weight"), Some(vec![1, 4, 1, 1]));
+    assert_eq!(l.pyg_shape("k"), Some(vec![4, 6, 7]));
+    assert_eq!(l.pyg_shape("lin.weight"), Some(vec![5, 7]));
+    assert_eq!(l.pyg_shape("lin.bias"), None);
+    let within = |i: usize, b: f32| {
+        let v = l.parameters().at(i).value().data();
+        v.iter().all(|x| x.abs() <= b) && v.iter().any(|x| x.abs() > b / 4.0)
+    };
+    assert!(within(0, 1.0));
+    assert!(within(1, 0.5)); // 1/√4
+    assert!(within(2, 1.0 / 7f32.sqrt()));
+    // Deterministic from the fixed seed; reset_parameters draws anew.
+    assert_eq!(l, MemPooling::new(7, 5, 4, 6, 1.0).unwrap());
+    let mut m = l.clone();
+    m.reset_parameters(&mut rand::rngs::Xoshiro256PlusPlus::seed_from_u64(7));
+    assert_ne!(l, m);
+    assert_eq!(
+        (
+            l.in_channels(),
+            l.out_channels(),
+            l.heads(),
+            l.num_clusters()
+        ),
+        (7, 5, 4, 6)
+    );
+    assert_eq!(l.tau(), 1.0);
+}
+
+use rand::SeedableRng;
+
+/// The ragged path's memory follows the real nodes: on `mp_skewed`'s shape (4 graphs
+/// of 2000 nodes among 256, the rest of 10) its tape holds a small fraction of the
+/// dense path's, the padded `S` it returns aside.
+#[test]
+fn ragged_memory_follows_real_nodes() {
+    let l = MemPooling::new(8, 8, 2, 4, 1.0).unwrap();
+    let sizes: Vec<usize> = (0..256)
+        .map(|g| if g % 64 == 0 { 2000 } else { 10 })
+        .collect();
+    let batch = sizes_to_batch(&sizes);
+    let n = batch.len();
+    assert_eq!(n, 4 * 2000 + 252 * 10);
+    let x = Tensor::filled(readout_core::Shape::d2(n, 8), 0.1f32);
+    let bytes = |path: PoolPath| {
+        let mut tape = Tape::<f32>::new();
+        let b = l.parameters().bind(&mut tape, true);
+        let xv = tape.variable(x.clone());
+        let p = l
+            .forward_on(&mut tape, &b, xv, PoolArgs::new().batch(&batch).path(path))
+            .unwrap();
+        let _ = p.out();
+        tape.stats().value_bytes
+    };
+    let (ragged, dense) = (bytes(PoolPath::Ragged), bytes(PoolPath::Dense));
+    // Dense holds 256 × 2000 padded rows, ragged 10 520 real ones: ~49× fewer.
+    assert!(ragged * 20 < dense, "ragged {ragged} B vs dense {dense} B");
+}
+
+fn err_name(e: &LayerError) -> String {
+    match e {
+        LayerError::InvalidArgument { name, .. } => (*name).to_string(),
+        LayerError::WrongShape { name, .. } | LayerError::LengthMismatch { name, .. } => {
+            name.clone()
+        }
+        other => format!("{other:?}"),
+    }
+}
+
+#[test]
+fn constructor_errors() {
+    for (args, name) in [
+        ((0, 2, 1, 1, 1.0), "in_channels"),
+        ((2, 0, 1, 1, 1.0), "out_channels"),
+        ((2, 2, 0, 1, 1.0), "heads"),
+        ((2, 2, 1, 0, 1.0), "num_clusters"),
+        ((2, 2, 1, 1, 0.0), "tau"),
+        ((2, 2, 1, 1, -1.0), "tau"),
+        ((2, 2, 1, 1, f64::NAN), "tau"),
+        ((2, 2, 1, 1, f64::INFINITY), "tau"),
+    ] {
+        let e = MemPooling::new(args.0, args.1, args.2, args.3, args.4).unwrap_err();
+        assert!(matches!(e, LayerError::InvalidArgument { .. }), "{e}");
+        assert_eq!(err_name(&e), name, "{e}");
+        assert!(e.to_string().contains(name), "{e}");
+    }
+}
+
+#[test]
+fn forward_errors() {
+    let l = MemPooling::new(3, 2, 2, 2, 1.0).unwrap();
+    let x2 = Tensor::filled(readout_core::Shape::d2(5, 3), 0.5f32);
+    let x3 = Tensor::filled(readout_core::Shape::d3(2, 4, 3), 0.5f32);
+    let mask = [true; 8];
+    let m = Mask::new([2, 4], &mask).unwrap();
+    let m_wrong = Mask::new([4, 2], &mask).unwrap();
+    let cases: Vec<(&Tensor<f32>, PoolArgs<'_>, &str, &str)> = vec![
+        (
+            &x2,
+            PoolArgs::new().batch(&[0, 1, 0, 1, 1]),
+            "batch",
+            "sorted",
+        ),
+        (&x2, PoolArgs::new().batch(&[0, 0, 1]), "batch", "5"),
+        (&x2, PoolArgs::new().batch(&[-1, 0, 0, 1, 1]), "batch", "-1"),
+        (
+            &x2,
+            PoolArgs::new().batch(&[0, 0, 1, 1, 3]).batch_size(3),
+            "batch_size",
+            "4",
+        ),
+        (&x2, PoolArgs::new().batch_size(0), "batch_size", "0"),
+        (&x2, PoolArgs::new().mask(m), "mask", "dense"),
+        (&x3, PoolArgs::new().mask(m_wrong), "mask", "[4, 2]"),
+        (&x3, PoolArgs::new().batch(&[0, 0]), "batch", "dense"),
+        (
+            &x3,
+            PoolArgs::new().max_num_nodes(3),
+            "max_num_nodes",
+            "dense",
+        ),
+        (&x3, PoolArgs::new().batch_size(2), "batch_size", "dense"),
+    ];
+    for (x, args, name, text) in cases {
+        for path in [PoolPath::Ragged, PoolPath::Dense] {
+            let e = l.forward(x, args.path(path)).unwrap_err();
+            assert_eq!(err_name(&e), name, "{e}");
+            let msg = e.to_string();
+            assert!(msg.contains(name) && msg.contains(text), "{msg}");
+        }
+    }
+    // x of the wrong width or rank.
+    let wide = Tensor::filled(readout_core::Shape::d2(5, 4), 0.5f32);
+    let e = l.forward(&wide, PoolArgs::new()).unwrap_err();
+    assert!(
+        matches!(&e, LayerError::WrongShape { name, expected, got } if name == "x" && expected == &vec![5, 3] && got == &vec![5, 4]),
+        "{e}"
+    );
+    let wide3 = Tensor::filled(readout_core::Shape::d3(2, 4, 2), 0.5f32);
+    let e = l.forward(&wide3, PoolArgs::new()).unwrap_err();
+    assert!(
+        matches!(&e, LayerError::WrongShape { name, .. } if name == "x"),
+        "{e}"
+    );
+    let flat = Tensor::filled(readout_core::Shape::d1(3), 0.5f32);
+    let e = l.forward(&flat, PoolArgs::new()).unwrap_err();
+    assert_eq!(err_name(&e), "x", "{e}");
+    let empty_dense = Tensor::filled(readout_core::Shape::d3(0, 4, 3), 0.5f32);
+    let e = l.forward(&empty_dense, PoolArgs::new()).unwrap_err();
+    assert_eq!(err_name(&e), "x", "{e}");
+    // An empty batch needs batch_size; with it, the graphs are empty.
+    let none = Tensor::filled(readout_core::Shape::d2(0, 3), 0.5f32);
+    let e = l.forward(&none, PoolArgs::new().batch(&[])).unwrap_err();
+    assert_eq!(err_name(&e), "batch", "{e}");
+    let (out, s) = l
+        .forward(&none, PoolArgs::new().batch(&[]).batch_size(2))
+        .unwrap();
+    assert_eq!((out.shape(), s.shape()), (&[2, 2, 2][..], &[2, 0, 2][..]));
+    assert!(out.data().iter().all(|&v| v == 0.0));
+    // A mask of the wrong length.
+    let e = Mask::new([2, 4], &[true; 7]).unwrap_err();
+    assert_eq!(err_name(&e), "mask", "{e}");
+    // Parameters that are not this layer's.
+    let other = MemPooling::new(3, 2, 3, 2, 1.0).unwrap();
+    let mut tape = Tape::<f32>::new();
+    let b = other.parameters().bind(&mut tape, false);
+    let xv = tape.constant(x2.clone());
+    let e = l
+        .forward_on(&mut tape, &b, xv, PoolArgs::new())
+        .unwrap_err();
+    assert!(
+        matches!(&e, LayerError::WrongShape { name, .. } if name == "k"),
+        "{e}"
+    );
+    // kl_loss of something that is not [B, N, K], or B = 0.
+    let e = MemPooling::kl_loss(&x2).unwrap_err();
+    assert_eq!(err_name(&e), "S", "{e}");
+    let e =
+        MemPooling::kl_loss(&Tensor::filled(readout_core::Shape::d3(0, 2, 2), 0.5)).unwrap_err();
+    assert_eq!(err_name(&e), "S", "{e}");
+}
+
+mod prop {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn graph_size() -> impl Strategy<Value = usize> {
+        prop_oneof![Just(0usize), Just(1), Just(7), Just(8), Just(9), 0usize..12]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        /// Random batches (empty and single-node graphs, sizes 7/8/9, nodes dropped by
+        /// `max_num_nodes`, trailing empty graphs): ragged = dense, forward and
+        /// gradients; rows of `S` sum to 1 over valid nodes and are 0 elsewhere.
+        #[test]
+        fn ragged_equals_dense_on_random_batches(
+            sizes in proptest::collection::vec(graph_size(), 1..6),
+            extra in 0usize..3,
+            pass_batch_size in any::<bool>(),
+            mnn in proptest::option::of(1usize..10),
+            heads in 1usize..4,
+            clusters in 1usize..5,
+            tau in prop_oneof![Just(0.5f64), Just(1.0), Just(2.5)],
+            seed in any::<u64>(),
+        ) {
+            let l = layer(3, 2, heads, clusters, tau, seed);
+            let batch = sizes_to_batch(&sizes);
+            let mut rng = common::Rng::new(seed ^ 0x5151);
+            let x = random_x(&mut rng, &[batch.len(), 3]);
+            let mut args = PoolArgs::new().batch(&batch);
+            let b = if pass_batch_size || batch.is_empty() {
+                args = args.batch_size(sizes.len() + extra);
+                sizes.len() + extra
+            } else {
+                batch.last().map_or(0, |&g| g as usize + 1)
+            };
+            if let Some(m) = mnn {
+                args = args.max_num_nodes(m);
+            }
+            let dense = run(&l, &x, args.path(PoolPath::Dense), false);
+            let ragged = run(&l, &x, args.path(PoolPath::Ragged), true);
+            assert_close(&ragged, &dense, 1e-9, &format!("{sizes:?}"));
+            let n_max = mnn.unwrap_or_else(|| sizes.iter().copied().max().unwrap_or(0));
+            prop_assert_eq!(&ragged.s_shape, &vec![b, n_max, clusters]);
+            for g in 0..b {
+                let n = sizes.get(g).copied().unwrap_or(0).min(n_max);
+                for p in 0..n_max {
+                    let row = &ragged.s[(g * n_max + p) * clusters..(g * n_max + p + 1) * clusters];
+                    let sum: f64 = row.iter().sum();
+                    if p < n {
+                        prop_assert!((sum - 1.0).abs() < 1e-12);
+                    } else {
+                        prop_assert_eq!(sum, 0.0);
+                    }
+                }
+            }
+            prop_assert!(ragged.kl.is_finite() && ragged.kl >= -1e-12);
+        }
+    }
+}
