@@ -33,7 +33,7 @@ printed per case: ok or FAIL, the worst error (max |got - expect| / max(1, max
 OPTIONS:
     --out DIR     also write DIR/<case file name> holding our results as F32 tensors
                   named like the case's expect.* entries without the prefix (out,
-                  loss, grad.<key>, grad.input.x)
+                  loss, grad.<key>, grad.input.x; for MemPooling also S, kl_loss)
     --tol X       pass/fail threshold (default 1e-4)
     --f64         compute in f64 instead of f32 (errors should be ~1e-12)
     -v, --verbose print every tensor's error under its case's line

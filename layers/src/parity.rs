@@ -9,7 +9,7 @@
 //! second-order terms included), and compares every result with the case's `expect.*`
 //! tensors in the fixtures' measure ([`relative_error`]). The forward output of the
 //! inference path (what a deployed model runs) is compared as well, as
-//! `out (inference path)`.
+//! `out (inference path)` (and `S (inference path)` for `MemPooling`).
 //!
 //! Computation is in `f32` by default — what a deployed model computes; PyG's own
 //! float32 run is within 7.3e-6 of the float64 `expect.*` on the reference cases, so
@@ -19,8 +19,10 @@
 //! `cargo run --release -p readout-layers --example parity -- [--out DIR] FILE_OR_DIR...`
 //! is the command-line front end.
 //!
-//! Layers: `EquilibriumAggregation`. `MemPooling` cases are refused with an error
-//! ("cannot run") until `MemPooling` is part of this crate.
+//! Layers: `EquilibriumAggregation` (`loss = sum(out * lossw.out)`) and `MemPooling`
+//! (`loss = sum(out * lossw.out) + sum(S * lossw.S) + kl_weight * kl_loss(S)`, on the
+//! default ragged path; `S` and `kl_loss` are compared too, and the inference path's
+//! `out` and `S`).
 
 use alloc::string::{String, ToString};
 use alloc::vec;
@@ -28,11 +30,15 @@ use alloc::vec::Vec;
 use core::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use readout_core::{Real, Tape, Tensor};
+use readout_core::{Gradients, Real, Tape, Tensor, Var};
 
-use crate::case::{Case, CaseArgs, EquilibriumArgs, LayerKind, Worst, relative_error, worst_error};
+use crate::case::{
+    Case, CaseArgs, EquilibriumArgs, LayerKind, MemPoolingArgs, Worst, relative_error, worst_error,
+};
 use crate::equilibrium::{EquilibriumAggregation, InnerGrad};
 use crate::error::LayerError;
+use crate::mem_pool::{Mask, MemPooling, PoolArgs};
+use crate::param::{Bound, Parameters};
 use crate::raw::RawTensor;
 use crate::segments::Segments;
 use crate::state_dict::{ParamView, save_params};
@@ -43,6 +49,10 @@ pub const TOLERANCE: f64 = 1e-4;
 /// The name under which the inference path's forward output is compared with
 /// `expect.out`.
 pub const INFERENCE_OUT: &str = "out (inference path)";
+
+/// The name under which `MemPooling`'s inference path's `S` is compared with
+/// `expect.S`.
+pub const INFERENCE_S: &str = "S (inference path)";
 
 /// The floating-point type a case is computed in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,9 +100,11 @@ pub struct CaseReport {
     /// The precision it was computed in.
     pub precision: Precision,
     /// Every result, named like the case's `expect.*` entries without the prefix
-    /// (`out`, `loss`, `grad.<key>`, `grad.input.x`), in PyG's shapes.
+    /// (`out`, `loss`, `grad.<key>`, `grad.input.x`; for `MemPooling` also `S` and
+    /// `kl_loss`), in PyG's shapes (`grad.conv.weight` is `[1, H, 1, 1]`).
     pub outputs: Vec<(String, RawTensor<f64>)>,
-    /// Every comparison, in the order of `outputs`, then [`INFERENCE_OUT`].
+    /// Every comparison, in the order of `outputs`, then [`INFERENCE_OUT`] (and
+    /// [`INFERENCE_S`]).
     pub errors: Vec<TensorError>,
     /// How far PyG's own float32 run (`pyg32.*`) is from `expect.*`, for context
     /// (`None` when the case holds no `pyg32.*` tensors).
@@ -210,8 +222,8 @@ pub fn run_case(case: &Case) -> Result<CaseReport, LayerError> {
 /// Runs a case in the given precision.
 ///
 /// # Errors
-/// [`LayerError::InvalidArgument`] named `layer` for a layer this crate cannot run
-/// yet (`MemPooling`); [`LayerError::BadMetadata`] named `loss` for a loss other than
+/// [`LayerError::BadMetadata`] named `args` when the constructor arguments are not
+/// the layer's, named `loss` for a loss other than
 /// the one the format defines for the layer; the loader's errors when the `param.*`
 /// tensors do not fit the constructor arguments ([`LayerError::MissingTensor`],
 /// [`LayerError::WrongShape`], [`LayerError::UnexpectedTensors`]); the layer's errors
@@ -322,16 +334,59 @@ struct Computed {
 fn compute<T: Real>(case: &Case) -> Result<Computed, LayerError> {
     match (&case.layer, &case.args) {
         (LayerKind::Equilibrium, CaseArgs::Equilibrium(args)) => equilibrium::<T>(case, args),
-        (LayerKind::MemPooling, _) => Err(LayerError::invalid_argument(
-            "layer",
-            "MemPooling",
-            "MemPooling support lands with issue 5 (not built yet)",
-        )),
+        (LayerKind::MemPooling, CaseArgs::MemPooling(args)) => mem_pooling::<T>(case, args),
         (kind, _) => Err(LayerError::BadMetadata {
             key: "args".into(),
             reason: alloc::format!("does not hold {}'s arguments", kind.pyg_name()),
         }),
     }
+}
+
+/// `Σ a ⊙ w` on the tape, checking that the loss weights `lossw.<name>` fit.
+fn weighted_sum<T: Real>(
+    tape: &mut Tape<T>,
+    case: &Case,
+    a: Var,
+    name: &str,
+) -> Result<Var, LayerError> {
+    let weights = case.loss_weights(name)?;
+    let shape = tape.value(a)?.shape().to_vec();
+    if weights.shape() != shape.as_slice() {
+        return Err(LayerError::WrongShape {
+            name: alloc::format!("lossw.{name}"),
+            expected: shape,
+            got: weights.shape().to_vec(),
+        });
+    }
+    let w = tape.constant(weights.cast::<T>());
+    let weighted = tape.mul(a, w)?;
+    Ok(tape.sum(weighted)?)
+}
+
+/// The gradient of every parameter (zeros where the loss does not depend on one) and
+/// of `x`, named `grad.<key>` and `grad.input.x`.
+fn gradient_outputs<T: Real>(
+    params: &Parameters,
+    bound: &Bound,
+    x: Var,
+    x_numel: usize,
+    grads: &Gradients<T>,
+) -> Vec<(String, Vec<f64>)> {
+    let mut outputs = Vec::with_capacity(params.len() + 1);
+    for (i, p) in params.iter().enumerate() {
+        let g = match grads.get(bound.var(i)) {
+            Some(g) => to_f64(g),
+            // The loss does not depend on it (grad_iter = 0): PyG reports zeros.
+            None => vec![0.0; p.value().numel()],
+        };
+        outputs.push((alloc::format!("grad.{}", p.name()), g));
+    }
+    let gx = match grads.get(x) {
+        Some(g) => to_f64(g),
+        None => vec![0.0; x_numel],
+    };
+    outputs.push((String::from("grad.input.x"), gx));
+    outputs
 }
 
 fn to_f64<T: Real>(t: &Tensor<T>) -> Vec<f64> {
@@ -369,18 +424,7 @@ fn equilibrium<T: Real>(case: &Case, a: &EquilibriumArgs) -> Result<Computed, La
     let bound = layer.parameters().bind(&mut tape, true);
     let x = tape.variable(case.x.cast::<T>());
     let out = layer.forward_on(&mut tape, &bound, x, segments, dim_size, InnerGrad::Record)?;
-    let weights = case.loss_weights("out")?;
-    let out_shape = tape.value(out)?.shape().to_vec();
-    if weights.shape() != out_shape.as_slice() {
-        return Err(LayerError::WrongShape {
-            name: "lossw.out".into(),
-            expected: out_shape,
-            got: weights.shape().to_vec(),
-        });
-    }
-    let w = tape.constant(weights.cast::<T>());
-    let weighted = tape.mul(out, w)?;
-    let loss = tape.sum(weighted)?;
+    let loss = weighted_sum(&mut tape, case, out, "out")?;
     let out_values = to_f64(tape.value(out)?);
     let loss_value = tape.value(loss)?.item().to_f64();
     let tape_nodes = tape.len();
@@ -390,19 +434,13 @@ fn equilibrium<T: Real>(case: &Case, a: &EquilibriumArgs) -> Result<Computed, La
         (String::from("out"), out_values),
         (String::from("loss"), vec![loss_value]),
     ];
-    for (i, p) in layer.parameters().iter().enumerate() {
-        let g = match grads.get(bound.var(i)) {
-            Some(g) => to_f64(g),
-            // The loss does not depend on it (grad_iter = 0): PyG reports zeros.
-            None => vec![0.0; p.value().numel()],
-        };
-        outputs.push((alloc::format!("grad.{}", p.name()), g));
-    }
-    let gx = match grads.get(x) {
-        Some(g) => to_f64(g),
-        None => vec![0.0; case.x.numel()],
-    };
-    outputs.push((String::from("grad.input.x"), gx));
+    outputs.extend(gradient_outputs(
+        layer.parameters(),
+        &bound,
+        x,
+        case.x.numel(),
+        &grads,
+    ));
 
     // Inference path: eager inner gradients, parameters and x as constants — exactly
     // what `EquilibriumAggregation::forward` runs.
@@ -412,6 +450,101 @@ fn equilibrium<T: Real>(case: &Case, a: &EquilibriumArgs) -> Result<Computed, La
     let inferred = layer.forward_on(&mut tape, &bound, x, segments, dim_size, InnerGrad::Eager)?;
     let extra = vec![(INFERENCE_OUT, "out", to_f64(tape.value(inferred)?))];
 
+    Ok(Computed {
+        outputs,
+        extra,
+        tape_nodes,
+    })
+}
+
+/// `MemPooling`: `loss = sum(out * lossw.out) + sum(S * lossw.S) + kl_weight * kl_loss(S)`,
+/// on the default (ragged) path; the inference path's `out` and `S` are compared too.
+fn mem_pooling<T: Real>(case: &Case, a: &MemPoolingArgs) -> Result<Computed, LayerError> {
+    const LOSS: &str = "sum(out * lossw.out) + sum(S * lossw.S) + kl_weight * kl_loss(S)";
+    if case.loss != LOSS {
+        return Err(LayerError::BadMetadata {
+            key: "loss".into(),
+            reason: alloc::format!("`{}`: MemPooling cases use `{LOSS}`", case.loss),
+        });
+    }
+    let layer = MemPooling::new(
+        a.in_channels,
+        a.out_channels,
+        a.heads,
+        a.num_clusters,
+        a.tau,
+    )?
+    .with_state_dict(case.params.clone())?;
+    let mut args = PoolArgs::new();
+    if let Some(b) = &case.batch {
+        args = args.batch(b);
+    }
+    if let Some(m) = &case.mask {
+        let dims = match m.shape.as_slice() {
+            &[b, n] => [b, n],
+            other => {
+                return Err(LayerError::WrongShape {
+                    name: "input.mask".into(),
+                    expected: vec![m.values.len(), 1],
+                    got: other.to_vec(),
+                });
+            }
+        };
+        args = args.mask(Mask::new(dims, &m.values)?);
+    }
+    if let Some(n) = case.forward.max_num_nodes {
+        args = args.max_num_nodes(n);
+    }
+    if let Some(b) = case.forward.batch_size {
+        args = args.batch_size(b);
+    }
+
+    // Training path.
+    let mut tape = Tape::<T>::new();
+    let bound = layer.parameters().bind(&mut tape, true);
+    let x = tape.variable(case.x.cast::<T>());
+    let mut pooled = layer.forward_on(&mut tape, &bound, x, args)?;
+    let out = pooled.out();
+    let s = pooled.s(&mut tape)?;
+    let kl = pooled.kl_loss(&mut tape)?;
+    let lo = weighted_sum(&mut tape, case, out, "out")?;
+    let ls = weighted_sum(&mut tape, case, s, "S")?;
+    let lk = tape.scale(kl, T::from_f64(case.kl_weight))?;
+    let loss = tape.add(lo, ls)?;
+    let loss = tape.add(loss, lk)?;
+    let mut outputs = vec![
+        (String::from("out"), to_f64(tape.value(out)?)),
+        (String::from("S"), to_f64(tape.value(s)?)),
+        (
+            String::from("kl_loss"),
+            vec![tape.value(kl)?.item().to_f64()],
+        ),
+        (
+            String::from("loss"),
+            vec![tape.value(loss)?.item().to_f64()],
+        ),
+    ];
+    let tape_nodes = tape.len();
+    let grads = tape.backward(loss)?;
+    outputs.extend(gradient_outputs(
+        layer.parameters(),
+        &bound,
+        x,
+        case.x.numel(),
+        &grads,
+    ));
+
+    // Inference path: what `MemPooling::forward` runs.
+    let mut tape = Tape::<T>::new();
+    tape.set_recording(false);
+    let bound = layer.parameters().bind(&mut tape, false);
+    let x = tape.constant(case.x.cast::<T>());
+    let mut pooled = layer.forward_on(&mut tape, &bound, x, args)?;
+    let s = pooled.s(&mut tape)?;
+    let extra = vec![
+        (INFERENCE_OUT, "out", to_f64(tape.value(pooled.out())?)),
+        (INFERENCE_S, "S", to_f64(tape.value(s)?)),
+    ];
     Ok(Computed {
         outputs,
         extra,
