@@ -9,9 +9,10 @@ use std::path::PathBuf;
 use proptest::prelude::*;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use readout_core::gradcheck::{Check, GradcheckOptions, check_gradients};
 use readout_core::{Real, Tape, Tensor};
 use readout_layers::{
-    EquilibriumAggregation, InnerGrad, LayerError, LayerKind, Segments, load_cases,
+    Bound, EquilibriumAggregation, InnerGrad, LayerError, LayerKind, Segments, load_cases,
 };
 
 fn data_dir() -> PathBuf {
@@ -449,6 +450,49 @@ fn double_backward_matches_finite_differences() {
                 "{name}[{j}]: double backward {got}, finite differences {fd}"
             );
         }
+    }
+}
+
+/// `readout_core::gradcheck` on the whole layer in f64, with `x` and every parameter as
+/// inputs: first order (eager and recorded) and second order (the gradient of
+/// `⟨∇L, u⟩`, i.e. a double backward through the unrolled inner loop, which is itself
+/// second order) against central differences, for every element.
+#[test]
+fn gradcheck_of_the_whole_layer() {
+    let mut rng = ChaCha8Rng::seed_from_u64(14);
+    let configs: [(&[usize], Option<Vec<i64>>, Option<usize>); 3] = [
+        (&[3], Some(vec![1, 0, 2, 1, 1, 0]), Some(4)),
+        (&[], Some(vec![0, 0, 1, 1, 1, 0]), None),
+        (&[2, 3], None, Some(2)),
+    ];
+    for (seed, (hidden, index, dim_size)) in configs.into_iter().enumerate() {
+        let l = layer(2, 2, hidden, 3, 20 + seed as u64);
+        let mut inputs = vec![random(&mut rng, &[6, 2], 1.0)];
+        inputs.extend(l.parameters().iter().map(|p| p.value().cast::<f64>()));
+        let report = check_gradients(
+            |tape, vars| {
+                let bound = Bound::from_vars(vars[1..].to_vec());
+                let seg = match &index {
+                    Some(ix) => Segments::Index(ix),
+                    None => Segments::One,
+                };
+                l.forward_on(tape, &bound, vars[0], seg, dim_size, InnerGrad::Record)
+                    .map_err(|e| match e {
+                        LayerError::Core(c) => c,
+                        other => panic!("{other}"),
+                    })
+            },
+            &inputs,
+            &GradcheckOptions::default(),
+        )
+        .unwrap();
+        println!("{hidden:?}: {report}");
+        assert!(report.passed(), "{hidden:?}: {report}");
+        let second = report.summary(Check::SecondOrder).unwrap();
+        assert_eq!(
+            second.compared,
+            inputs.iter().map(Tensor::numel).sum::<usize>()
+        );
     }
 }
 
