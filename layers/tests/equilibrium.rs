@@ -460,7 +460,9 @@ fn double_backward_matches_finite_differences() {
 #[test]
 fn gradcheck_of_the_whole_layer() {
     let mut rng = ChaCha8Rng::seed_from_u64(14);
-    let configs: [(&[usize], Option<Vec<i64>>, Option<usize>); 3] = [
+    // (hidden sizes, index or one set, dim_size)
+    type Config = (&'static [usize], Option<Vec<i64>>, Option<usize>);
+    let configs: [Config; 3] = [
         (&[3], Some(vec![1, 0, 2, 1, 1, 0]), Some(4)),
         (&[], Some(vec![0, 0, 1, 1, 1, 0]), None),
         (&[2, 3], None, Some(2)),
