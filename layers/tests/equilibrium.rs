@@ -81,6 +81,51 @@ fn train64(
     Run { out, grads, grad_x }
 }
 
+/// [`train64`] with every parameter multiplied by `1 + U(−6e-8, 6e-8)`: one f32
+/// rounding's worth of noise, in exact arithmetic.
+fn train64_jittered(
+    l: &EquilibriumAggregation,
+    x: &Tensor<f64>,
+    seg: Segments<'_>,
+    dim_size: Option<usize>,
+    w: &Tensor<f64>,
+    rng: &mut ChaCha8Rng,
+) -> Run {
+    let mut tape = Tape::<f64>::new();
+    let vars = l
+        .parameters()
+        .iter()
+        .map(|p| {
+            let mut t: Tensor<f64> = p.value().cast();
+            for v in t.data_mut() {
+                *v *= 1.0 + rng.random_range(-6e-8..6e-8f64);
+            }
+            tape.variable(t)
+        })
+        .collect();
+    let p = Bound::from_vars(vars);
+    let xv = tape.variable(x.clone());
+    let y = l
+        .forward_on(&mut tape, &p, xv, seg, dim_size, InnerGrad::Record)
+        .unwrap();
+    let out = tape.value(y).unwrap().data().to_vec();
+    let wv = tape.constant(w.clone());
+    let yw = tape.mul(y, wv).unwrap();
+    let loss = tape.sum(yw).unwrap();
+    let g = tape.backward(loss).unwrap();
+    let grads = (0..l.parameters().len())
+        .map(|i| match g.get(p.var(i)) {
+            Some(t) => t.data().to_vec(),
+            None => vec![0.0; l.parameters().at(i).value().numel()],
+        })
+        .collect();
+    let grad_x = match g.get(xv) {
+        Some(t) => t.data().to_vec(),
+        None => vec![0.0; x.numel()],
+    };
+    Run { out, grads, grad_x }
+}
+
 #[allow(clippy::result_large_err)]
 fn infer<T: Real>(
     l: &EquilibriumAggregation,
@@ -496,6 +541,119 @@ fn gradcheck_of_the_whole_layer() {
             inputs.iter().map(Tensor::numel).sum::<usize>()
         );
     }
+}
+
+/// f32 (what a deployed model computes) against f64 on configurations no reference
+/// case has: forward output and every gradient of `Σ out ⊙ w` within the contract's
+/// 1e-4 in the fixtures' measure, except where the problem's own conditioning forbids
+/// it (checked, and at most 2 of the 24 configurations: seeds 16 and 23, both with a
+/// LayerNorm over 2 features, miss by up to 1.6e-4 where one f32 rounding of the inputs
+/// and parameters already moves the exact result by 1e-5 to 2.4e-5). Deterministic
+/// seeds, so it never flakes.
+#[test]
+fn f32_stays_within_1e4_of_f64_on_random_configurations() {
+    let mut worst = 0.0f64;
+    let mut ill_conditioned = Vec::new();
+    for seed in 0..24u64 {
+        let mut rng = ChaCha8Rng::seed_from_u64(100 + seed);
+        let f = rng.random_range(1..7usize);
+        let o = rng.random_range(1..7usize);
+        let depth = rng.random_range(0..3usize);
+        let hidden: Vec<usize> = (0..depth).map(|_| rng.random_range(1..17)).collect();
+        let iters = rng.random_range(0..9usize);
+        let sets = rng.random_range(1..7usize);
+        let sizes: Vec<usize> = (0..sets).map(|_| rng.random_range(0..9)).collect();
+        let sorted = index_of(&sizes);
+        let n = sorted.len();
+        let mut index = sorted.clone();
+        for i in (1..n).rev() {
+            index.swap(i, rng.random_range(0..=i));
+        }
+        let pad = rng.random_range(0..3usize);
+        let dim_size = sets + pad;
+        let l = layer(f, o, &hidden, iters, 200 + seed);
+        // Inputs and loss weights exactly representable in f32.
+        let x: Tensor<f64> = random(&mut rng, &[n, f], 2.0).cast::<f32>().cast();
+        let w: Tensor<f64> = random(&mut rng, &[dim_size, o], 1.0).cast::<f32>().cast();
+        let seg = Segments::Index(&index);
+        let exact = train64(&l, &x, seg, Some(dim_size), &w);
+
+        let mut tape = Tape::<f32>::new();
+        let p = l.parameters().bind(&mut tape, true);
+        let xv = tape.variable(x.cast());
+        let y = l
+            .forward_on(&mut tape, &p, xv, seg, Some(dim_size), InnerGrad::Record)
+            .unwrap();
+        let out: Vec<f64> = tape
+            .value(y)
+            .unwrap()
+            .data()
+            .iter()
+            .map(|&v| f64::from(v))
+            .collect();
+        let wv = tape.constant(w.cast());
+        let yw = tape.mul(y, wv).unwrap();
+        let loss = tape.sum(yw).unwrap();
+        let g = tape.backward(loss).unwrap();
+        let as64 = |t: Option<&Tensor<f32>>, numel: usize| -> Vec<f64> {
+            t.map_or(vec![0.0; numel], |t| {
+                t.data().iter().map(|&v| f64::from(v)).collect()
+            })
+        };
+        let mut errs = vec![("out".to_string(), rel(&out, &exact.out))];
+        for (i, e) in exact.grads.iter().enumerate() {
+            let got = as64(g.get(p.var(i)), e.len());
+            errs.push((l.parameters().at(i).name().to_string(), rel(&got, e)));
+        }
+        errs.push(("x".into(), rel(&as64(g.get(xv), n * f), &exact.grad_x)));
+        // Where f32 misses 1e-4, the problem itself must be that ill-conditioned:
+        // perturbing x and every parameter by one f32 rounding (relative 6e-8) in exact
+        // arithmetic must already move that result by at least 1/20 of the f32 error.
+        // (A LayerNorm over 2 features with nearly equal inputs does this.)
+        let mut floor: Option<Vec<f64>> = None;
+        for (k, (name, e)) in errs.iter().enumerate() {
+            if *e <= 1e-4 {
+                worst = worst.max(*e);
+                continue;
+            }
+            let floor = floor.get_or_insert_with(|| {
+                let mut fl = vec![0.0f64; errs.len()];
+                for _ in 0..3 {
+                    let xp: Vec<f64> = x
+                        .data()
+                        .iter()
+                        .map(|v| v * (1.0 + rng.random_range(-6e-8..6e-8f64)))
+                        .collect();
+                    let xp = Tensor::from_vec(&[n, f], xp).unwrap();
+                    let r = train64_jittered(&l, &xp, seg, Some(dim_size), &w, &mut rng);
+                    let mut all = vec![rel(&r.out, &exact.out)];
+                    all.extend(r.grads.iter().zip(&exact.grads).map(|(a, b)| rel(a, b)));
+                    all.push(rel(&r.grad_x, &exact.grad_x));
+                    for (m, v) in fl.iter_mut().zip(all) {
+                        *m = m.max(v);
+                    }
+                }
+                fl
+            });
+            assert!(
+                *e <= 20.0 * floor[k],
+                "seed {seed} (F {f}, O {o}, {hidden:?}, grad_iter {iters}, sizes {sizes:?}, \
+                 dim_size {dim_size}): {name} error {e:e}, conditioning floor {:e}",
+                floor[k]
+            );
+            ill_conditioned.push(format!(
+                "seed {seed} {name}: {e:.2e} (floor {:.2e})",
+                floor[k]
+            ));
+        }
+    }
+    println!("worst f32 error over 24 random configurations: {worst:.2e}");
+    println!("beyond 1e-4 because ill-conditioned: {ill_conditioned:?}");
+    let configs: std::collections::BTreeSet<&str> = ill_conditioned
+        .iter()
+        .map(|m| m.split(' ').nth(1).unwrap())
+        .collect();
+    assert!(configs.len() <= 2, "{ill_conditioned:?}");
 }
 
 proptest! {
