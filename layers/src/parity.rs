@@ -223,8 +223,8 @@ pub fn run_case(case: &Case) -> Result<CaseReport, LayerError> {
 ///
 /// # Errors
 /// [`LayerError::BadMetadata`] named `args` when the constructor arguments are not
-/// the layer's, named `loss` for a loss other than
-/// the one the format defines for the layer; the loader's errors when the `param.*`
+/// the layer's, or named `loss` for a loss other than the one the format defines for
+/// the layer; the loader's errors when the `param.*`
 /// tensors do not fit the constructor arguments ([`LayerError::MissingTensor`],
 /// [`LayerError::WrongShape`], [`LayerError::UnexpectedTensors`]); the layer's errors
 /// for inputs it refuses; [`LayerError::MissingTensor`] (`expect.<name>`) for a result
