@@ -272,6 +272,33 @@ fn ptr_equals_index() {
     }
 }
 
+/// N = 0: every set is empty, so every row is zero (y starts at 0 and the
+/// regulariser's gradient at 0 is 0), whichever way the sets are described.
+#[test]
+fn no_elements_give_zero_rows() {
+    let l = layer(2, 3, &[4], 3, 15);
+    let x = Tensor::from_vec(&[0, 2], Vec::<f32>::new()).unwrap();
+    for (seg, dim_size, rows) in [
+        (Segments::Index(&[]), Some(3), 3),
+        (Segments::Index(&[]), None, 0),
+        (Segments::Ptr(&[0, 0, 0]), None, 2),
+        (Segments::Ptr(&[0]), Some(2), 2),
+        (Segments::One, None, 1),
+    ] {
+        let y = l.forward(&x, seg, dim_size).unwrap();
+        assert_eq!(y.shape(), &[rows, 3], "{seg:?}");
+        assert!(y.data().iter().all(|&v| v == 0.0), "{seg:?}");
+        let x64 = Tensor::from_vec(&[0, 2], Vec::<f64>::new()).unwrap();
+        let w = Tensor::from_vec(&[rows, 3], vec![1.0; rows * 3]).unwrap();
+        let r = train64(&l, &x64, seg, dim_size, &w);
+        assert!(r.out.iter().all(|&v| v == 0.0), "{seg:?}");
+        assert!(
+            r.grads.iter().flatten().all(|&g| g == 0.0),
+            "{seg:?} {dim_size:?}"
+        );
+    }
+}
+
 #[test]
 fn unsorted_index_equals_sorted_after_permuting() {
     let mut rng = ChaCha8Rng::seed_from_u64(8);

@@ -329,6 +329,13 @@ impl EquilibriumAggregation {
         }
         let layout = Layout::new(segments, xs[0], dim_size)?;
         let sets = layout.dim_size();
+        if sets == 0 {
+            // No set, nothing to optimise: an empty output that depends on nothing.
+            // (Running the loop would take the regulariser's mean over 0 rows, 0/0,
+            // and give NaN gradients for an output with no values.)
+            let empty = Tensor::filled(Shape::d2(0, self.idx.out_channels), T::ZERO);
+            return Ok(tape.constant(empty));
+        }
         if mode == InnerGrad::Eager {
             let xv: Vec<T> = tape.value(x)?.data().to_vec();
             let y = eager::solve(&self.idx, &self.params, self.grad_iter, &xv, &layout);
