@@ -402,6 +402,28 @@ fn bad_inputs_are_errors_naming_the_argument_and_values() {
             &l.parameters().len().to_string(),
         ],
     );
+    // The eager path computes with the layer's own parameters: other bound values are
+    // refused, naming the parameter.
+    let mut tape = Tape::<f64>::new();
+    let mut vars = l.parameters().bind(&mut tape, false).vars().to_vec();
+    let lamb = l
+        .parameters()
+        .iter()
+        .position(|p| p.name() == "lamb")
+        .unwrap();
+    vars[lamb] = tape.constant(Tensor::from_vec(&[1], vec![0.123]).unwrap());
+    let xv = tape.constant(x.cast());
+    let e = l
+        .forward_on(
+            &mut tape,
+            &Bound::from_vars(vars),
+            xv,
+            Segments::One,
+            None,
+            InnerGrad::Eager,
+        )
+        .unwrap_err();
+    contains_all(&e.to_string(), &["params", "lamb", "Eager"]);
     // Constructor arguments.
     let e = EquilibriumAggregation::new(0, 2, &[4], 2, 0.1).unwrap_err();
     contains_all(&e.to_string(), &["in_channels", "0"]);

@@ -52,7 +52,9 @@ pub enum InnerGrad {
     /// differentiated with respect to every parameter and `x`, through the inner steps.
     Record,
     /// Computed eagerly and the energy's graph freed after each step: the same output,
-    /// far less memory and time, but nothing to differentiate afterwards.
+    /// far less memory and time, but nothing to differentiate afterwards. It computes
+    /// with the layer's own parameters, so the bound values must be those (as
+    /// [`Parameters::bind`] places them).
     Eager,
 }
 
@@ -302,7 +304,9 @@ impl EquilibriumAggregation {
     /// [`LayerError::Core`] with [`readout_core::CoreError::BadPtr`] for a `ptr` that
     /// is empty, does not start at 0, or decreases;
     /// [`LayerError::LengthMismatch`] (named `params`) when `params` was bound from
-    /// another configuration's parameters.
+    /// another configuration's parameters; [`LayerError::InvalidArgument`] (named
+    /// `params`, with the parameter's key) when, with [`InnerGrad::Eager`], a bound
+    /// value is not the layer's own.
     pub fn forward_on<T: Real>(
         &self,
         tape: &mut Tape<T>,
@@ -337,6 +341,26 @@ impl EquilibriumAggregation {
             return Ok(tape.constant(empty));
         }
         if mode == InnerGrad::Eager {
+            // The eager engine reads the layer's own parameters; refuse bound values
+            // that differ rather than silently computing with other ones.
+            for (p, &v) in self.params.iter().zip(params.vars()) {
+                let bound = tape.value(v)?;
+                let same = bound.shape() == p.value().shape()
+                    && bound
+                        .data()
+                        .iter()
+                        .zip(p.value().data())
+                        .all(|(b, &o)| b.to_f64().to_bits() == f64::from(o).to_bits());
+                if !same {
+                    return Err(LayerError::invalid_argument(
+                        "params",
+                        p.name(),
+                        "InnerGrad::Eager computes with the layer's own parameters, and this \
+                         bound value differs from them (bind them with Parameters::bind, or \
+                         use InnerGrad::Record)",
+                    ));
+                }
+            }
             let xv: Vec<T> = tape.value(x)?.data().to_vec();
             let y = eager::solve(&self.idx, &self.params, self.grad_iter, &xv, &layout);
             return Ok(tape.constant(Tensor::from_shape(
