@@ -22,7 +22,7 @@
 //! Layers: `EquilibriumAggregation` (`loss = sum(out * lossw.out)`) and `MemPooling`
 //! (`loss = sum(out * lossw.out) + sum(S * lossw.S) + kl_weight * kl_loss(S)`, on the
 //! default ragged path; `S` and `kl_loss` are compared too, and the inference path's
-//! `out` and `S`).
+//! `out` and `S` on the ragged and the dense path).
 
 use alloc::string::{String, ToString};
 use alloc::vec;
@@ -37,7 +37,7 @@ use crate::case::{
 };
 use crate::equilibrium::{EquilibriumAggregation, InnerGrad};
 use crate::error::LayerError;
-use crate::mem_pool::{Mask, MemPooling, PoolArgs};
+use crate::mem_pool::{Mask, MemPooling, PoolArgs, PoolPath};
 use crate::param::{Bound, Parameters};
 use crate::raw::RawTensor;
 use crate::segments::Segments;
@@ -53,6 +53,13 @@ pub const INFERENCE_OUT: &str = "out (inference path)";
 /// The name under which `MemPooling`'s inference path's `S` is compared with
 /// `expect.S`.
 pub const INFERENCE_S: &str = "S (inference path)";
+
+/// `MemPooling`'s dense path (PyG's padded computation) `out`, compared with
+/// `expect.out`.
+pub const DENSE_OUT: &str = "out (dense path)";
+
+/// `MemPooling`'s dense path `S`, compared with `expect.S`.
+pub const DENSE_S: &str = "S (dense path)";
 
 /// The floating-point type a case is computed in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -103,8 +110,8 @@ pub struct CaseReport {
     /// (`out`, `loss`, `grad.<key>`, `grad.input.x`; for `MemPooling` also `S` and
     /// `kl_loss`), in PyG's shapes (`grad.conv.weight` is `[1, H, 1, 1]`).
     pub outputs: Vec<(String, RawTensor<f64>)>,
-    /// Every comparison, in the order of `outputs`, then [`INFERENCE_OUT`] (and
-    /// [`INFERENCE_S`]).
+    /// Every comparison, in the order of `outputs`, then [`INFERENCE_OUT`] (and, for
+    /// `MemPooling`, [`INFERENCE_S`], [`DENSE_OUT`], [`DENSE_S`]).
     pub errors: Vec<TensorError>,
     /// How far PyG's own float32 run (`pyg32.*`) is from `expect.*`, for context
     /// (`None` when the case holds no `pyg32.*` tensors).
@@ -458,7 +465,8 @@ fn equilibrium<T: Real>(case: &Case, a: &EquilibriumArgs) -> Result<Computed, La
 }
 
 /// `MemPooling`: `loss = sum(out * lossw.out) + sum(S * lossw.S) + kl_weight * kl_loss(S)`,
-/// on the default (ragged) path; the inference path's `out` and `S` are compared too.
+/// on the default (ragged) path; the inference path's `out` and `S` are compared too,
+/// on the ragged and on the dense path.
 fn mem_pooling<T: Real>(case: &Case, a: &MemPoolingArgs) -> Result<Computed, LayerError> {
     const LOSS: &str = "sum(out * lossw.out) + sum(S * lossw.S) + kl_weight * kl_loss(S)";
     if case.loss != LOSS {
@@ -534,17 +542,22 @@ fn mem_pooling<T: Real>(case: &Case, a: &MemPoolingArgs) -> Result<Computed, Lay
         &grads,
     ));
 
-    // Inference path: what `MemPooling::forward` runs.
-    let mut tape = Tape::<T>::new();
-    tape.set_recording(false);
-    let bound = layer.parameters().bind(&mut tape, false);
-    let x = tape.constant(case.x.cast::<T>());
-    let mut pooled = layer.forward_on(&mut tape, &bound, x, args)?;
-    let s = pooled.s(&mut tape)?;
-    let extra = vec![
-        (INFERENCE_OUT, "out", to_f64(tape.value(pooled.out())?)),
-        (INFERENCE_S, "S", to_f64(tape.value(s)?)),
-    ];
+    // Inference: what `MemPooling::forward` runs (the ragged path), and PyG's padded
+    // computation (the dense path).
+    let mut extra = Vec::with_capacity(4);
+    for (path, labels) in [
+        (PoolPath::Ragged, [INFERENCE_OUT, INFERENCE_S]),
+        (PoolPath::Dense, [DENSE_OUT, DENSE_S]),
+    ] {
+        let mut tape = Tape::<T>::new();
+        tape.set_recording(false);
+        let bound = layer.parameters().bind(&mut tape, false);
+        let x = tape.constant(case.x.cast::<T>());
+        let mut pooled = layer.forward_on(&mut tape, &bound, x, args.path(path))?;
+        let s = pooled.s(&mut tape)?;
+        extra.push((labels[0], "out", to_f64(tape.value(pooled.out())?)));
+        extra.push((labels[1], "S", to_f64(tape.value(s)?)));
+    }
     Ok(Computed {
         outputs,
         extra,

@@ -9,7 +9,8 @@
 use std::path::{Path, PathBuf};
 
 use readout_layers::parity::{
-    self, INFERENCE_OUT, INFERENCE_S, Precision, TOLERANCE, case_files, run_case, run_case_with,
+    self, DENSE_OUT, DENSE_S, INFERENCE_OUT, INFERENCE_S, Precision, TOLERANCE, case_files,
+    run_case, run_case_with,
 };
 use readout_layers::{Case, LayerError, LayerKind, RawTensor, StateDict, load_cases};
 
@@ -163,7 +164,7 @@ fn every_mp_reference_case_passes_in_f32_and_f64() {
         let mut compared: Vec<&str> = report.errors.iter().map(|e| e.name.as_str()).collect();
         compared.sort_unstable();
         let mut want: Vec<&str> = case.expect.keys().map(String::as_str).collect();
-        want.extend([INFERENCE_OUT, INFERENCE_S]);
+        want.extend([INFERENCE_OUT, INFERENCE_S, DENSE_OUT, DENSE_S]);
         want.sort_unstable();
         assert_eq!(compared, want, "{}", case.name);
         let w = report.worst().unwrap();
