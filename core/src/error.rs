@@ -104,6 +104,21 @@ pub enum CoreError {
         /// Nodes on the tape.
         len: usize,
     },
+    /// A custom backward rule (see [`crate::CustomBackward`]) cannot be recorded, so
+    /// the gradient through it cannot be differentiated again.
+    NotRecordable {
+        /// The custom op's name.
+        op: &'static str,
+    },
+    /// A custom backward rule returned gradients that do not fit its inputs.
+    CustomRule {
+        /// The custom op's name.
+        op: &'static str,
+        /// Which input (position in the inputs list).
+        input: usize,
+        /// What is wrong.
+        why: &'static str,
+    },
     /// A backward pass without a seed needs a one-element output.
     NotScalar {
         /// The op.
@@ -188,6 +203,13 @@ impl fmt::Display for CoreError {
                 f,
                 "{op}: variable #{id} is not on this tape (it holds {len} nodes; was it truncated away or made by another tape?)"
             ),
+            CoreError::NotRecordable { op } => write!(
+                f,
+                "{op}: its backward rule is computed outside the tape and cannot be recorded; call grad with create_graph = false (or use a recorded mode of the layer)"
+            ),
+            CoreError::CustomRule { op, input, why } => {
+                write!(f, "{op}: the gradient returned for input {input} {why}")
+            }
             CoreError::NotScalar { op, shape } => write!(
                 f,
                 "{op}: the output has shape {shape}; without a seed gradient it must hold exactly one value"

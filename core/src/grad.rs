@@ -4,7 +4,7 @@
 use alloc::vec;
 use alloc::vec::Vec;
 
-use crate::op::backward_rule;
+use crate::op::{Op, backward_rule};
 use crate::{CoreError, Real, Tape, Tensor, Var};
 
 /// Gradients of a loss with respect to the variable leaves of a tape, as tensors.
@@ -167,7 +167,7 @@ impl<T: Real> Tape<T> {
         }
         for id in 0..n {
             let node = &self.nodes[id];
-            if !on[id] && node.requires_grad && node.parents.get().any(|p| on[p.id()]) {
+            if !on[id] && node.requires_grad && node.inputs().any(|p| on[p.id()]) {
                 on[id] = true;
             }
         }
@@ -189,6 +189,17 @@ impl<T: Real> Tape<T> {
                 continue;
             }
             let op = node.op.clone();
+            if let Op::Custom(custom) = &op {
+                for (input, c) in custom.run_backward(self, g)? {
+                    if on_path[input.id()] {
+                        grads[input.id()] = Some(match grads[input.id()] {
+                            None => c,
+                            Some(old) => self.add(old, c)?,
+                        });
+                    }
+                }
+                continue;
+            }
             let parents = node.parents;
             let mut needs = [false; 3];
             for (i, p) in parents.get().enumerate() {

@@ -18,6 +18,10 @@
 //!    gradient or treats its own output as a constant: the first order is then right
 //!    and the second silently wrong.
 //!
+//! [`assert_gradients`] is the same check for tests, panicking with the report;
+//! [`GradcheckOptions::max_elements`] checks a random sample of each input's elements
+//! when a full check would be slow (a layer's weights).
+//!
 //! Projections on random vectors keep the cost at one backward pass per check while
 //! still exercising every entry of the Jacobian and of the Hessian-vector products
 //! (a wrong entry is invisible only for a measure-zero set of `v`, `u`).
@@ -28,12 +32,14 @@
 //! difference in `f64`: truncation `h²·|φ'''|/6 ≈ 1e-13` for the smooth, `O(1)`-scaled
 //! functions the tests use, and rounding `ε·|φ|/h ≈ 2.2e-16·|φ|/1e-6 ≈ 2e-10·|φ|`, so a
 //! correct derivative lands within about `1e-8` of the difference even for `|φ|` in
-//! the tens. `atol = 1e-6` leaves two orders of magnitude above that; `rtol = 1e-5`
+//! the tens (measured over the op tests in `core/tests/gradcheck_ops.rs`: the worst
+//! error is below `1e-9`, under a thousandth of the tolerance). `atol = 1e-6` leaves
+//! two orders of magnitude above the estimate; `rtol = 1e-5`
 //! covers gradients in the hundreds (an `exp` or `1/x` near the edge of its domain).
 //! A wrong rule is typically off by `O(1)` — a missing factor 2, a sign, a term
 //! dropped by a detached input — which is five orders above the tolerance. These are
-//! tighter than PyTorch's (`atol = 1e-5`, `rtol = 1e-3`): the engine's `f64` path runs
-//! every op in plain double-precision loops, so there is no reason to allow more.
+//! tighter than PyTorch's (`atol = 1e-5`, `rtol = 1e-3`): the engine's `f64` path
+//! computes every op in double precision, so there is no reason to allow more.
 //!
 //! Keep test points away from kinks (`clamp_min`'s threshold, softplus's switch at 20,
 //! `sqrt`/`ln` near 0) by more than `step`, as with any finite-difference check.
@@ -118,6 +124,11 @@ pub struct GradcheckOptions {
     pub rtol: f64,
     /// Whether to check second derivatives too (default `true`).
     pub second_order: bool,
+    /// Check at most this many elements of each input, picked at random (default
+    /// `None`: all). Each checked element costs four evaluations of the function and
+    /// two eager backward passes, so large layers check a sample; the analytic
+    /// gradients are still computed in full, once.
+    pub max_elements: Option<usize>,
     /// Seed of the random projections `v` and `u` (default fixed, so runs repeat).
     pub seed: u64,
 }
@@ -129,6 +140,7 @@ impl Default for GradcheckOptions {
             atol: 1e-6,
             rtol: 1e-5,
             second_order: true,
+            max_elements: None,
             seed: 0x5EED_0F6A_DC4E_C0DE,
         }
     }
@@ -410,7 +422,7 @@ where
     let mut x: Vec<Tensor<f64>> = inputs.to_vec();
     let h = opts.step;
     for k in 0..inputs.len() {
-        for e in 0..inputs[k].numel() {
+        for e in pick_elements(&mut rng, inputs[k].numel(), opts.max_elements) {
             let x0 = inputs[k].data()[e];
             x[k].data_mut()[e] = x0 + h;
             let lp = probe.projected(&x, &v)?;
@@ -572,6 +584,42 @@ where
     }
 }
 
+/// Which elements of an input with `n` elements to check: all, or `max` of them drawn
+/// without replacement, in increasing order.
+fn pick_elements(rng: &mut SplitMix64, n: usize, max: Option<usize>) -> Vec<usize> {
+    let mut all: Vec<usize> = (0..n).collect();
+    match max {
+        Some(m) if m < n => {
+            // A partial Fisher–Yates shuffle.
+            for i in 0..m {
+                let j = i + rng.below(n - i);
+                all.swap(i, j);
+            }
+            all.truncate(m);
+            all.sort_unstable();
+            all
+        }
+        _ => all,
+    }
+}
+
+/// [`check_gradients`] that panics with the report when a derivative is out of
+/// tolerance: for tests.
+///
+/// # Panics
+/// If the check fails, or `f` or the tape returns an error; the message names the
+/// check, the input and the element with the largest error.
+#[track_caller]
+pub fn assert_gradients<F>(f: F, inputs: &[Tensor<f64>], opts: &GradcheckOptions)
+where
+    F: Fn(&mut Tape<f64>, &[Var]) -> Result<Var, CoreError>,
+{
+    match check_gradients(f, inputs, opts) {
+        Ok(report) => assert!(report.passed(), "{report}"),
+        Err(e) => panic!("gradient check could not run: {e}"),
+    }
+}
+
 fn dot(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
@@ -632,22 +680,23 @@ mod tests {
     /// derivative `d² = x²` is right, but the recorded gradient `d²` is a constant, so
     /// the second derivative comes out 0 instead of `2x` — the bug of an engine that
     /// detaches inside its backward rules. Only the second-order check sees it.
+    /// `(x − d)·d² + d³/3` with `d = stop_gradient(x)`: the value is `x³/3` and the first
+    /// derivative `d² = x²` is right, but the recorded gradient `d²` is a constant, so
+    /// the second derivative comes out 0 instead of `2x` — the bug of an engine that
+    /// detaches inside its backward rules. Only the second-order check sees it.
+    fn detached_cube(t: &mut Tape<f64>, x: &[Var]) -> Result<Var, CoreError> {
+        let d = t.constant(t.value(x[0])?.clone());
+        let xd = t.sub(x[0], d)?;
+        let d2 = t.square(d)?;
+        let a = t.mul(xd, d2)?;
+        let d3 = t.powf(d, 3.0)?;
+        let b = t.scale(d3, 1.0 / 3.0)?;
+        t.add(a, b)
+    }
+
     #[test]
     fn a_right_first_but_wrong_second_derivative_is_caught() {
-        let r = check_gradients(
-            |t, x| {
-                let d = t.constant(t.value(x[0])?.clone());
-                let xd = t.sub(x[0], d)?;
-                let d2 = t.square(d)?;
-                let a = t.mul(xd, d2)?;
-                let d3 = t.powf(d, 3.0)?;
-                let b = t.scale(d3, 1.0 / 3.0)?;
-                t.add(a, b)
-            },
-            &[x0()],
-            &GradcheckOptions::default(),
-        )
-        .unwrap();
+        let r = check_gradients(detached_cube, &[x0()], &GradcheckOptions::default()).unwrap();
         assert!(!r.passed(), "{r}");
         assert_eq!(r.summary(Check::Gradient).unwrap().failures, 0, "{r}");
         assert_eq!(
@@ -677,6 +726,48 @@ mod tests {
         assert_eq!(r.checks.len(), 1);
         assert_eq!(r.checks[0].check, Check::Gradient);
         assert_eq!(r.checks[0].compared, 6);
+    }
+
+    #[test]
+    fn a_sample_of_elements_is_checked_when_asked() {
+        let opts = GradcheckOptions {
+            max_elements: Some(4),
+            ..GradcheckOptions::default()
+        };
+        let big = SplitMix64::new(3).tensor(&[5, 7], -1.0, 1.0).unwrap();
+        let small = SplitMix64::new(4).tensor(&[7], -1.0, 1.0).unwrap();
+        let r = check_gradients(
+            |t, x| {
+                let y = t.tanh(x[0])?;
+                t.mul(y, x[1])
+            },
+            &[big, small],
+            &opts,
+        )
+        .unwrap();
+        assert!(r.passed(), "{r}");
+        // 4 of the 35, and 4 of the 7 of the small input.
+        assert!(r.checks.iter().all(|c| c.compared == 8), "{r}");
+        let mut rng = SplitMix64::new(9);
+        let picked = pick_elements(&mut rng, 35, Some(6));
+        assert_eq!(picked.len(), 6);
+        assert!(picked.windows(2).all(|w| w[0] < w[1]) && picked[5] < 35);
+        assert_eq!(pick_elements(&mut rng, 3, Some(6)), [0, 1, 2]);
+    }
+
+    #[test]
+    #[should_panic(expected = "second order")]
+    fn assert_gradients_panics_with_the_report() {
+        assert_gradients(detached_cube, &[x0()], &GradcheckOptions::default());
+    }
+
+    #[test]
+    fn assert_gradients_accepts_a_correct_function() {
+        assert_gradients(
+            |t, x| t.softplus(x[0]),
+            &[x0()],
+            &GradcheckOptions::default(),
+        );
     }
 
     #[test]

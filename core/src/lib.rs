@@ -68,6 +68,7 @@ mod tensor;
 
 pub use error::CoreError;
 pub use grad::Gradients;
+pub use ops::custom::CustomBackward;
 pub use ops::index::{check_index, check_ptr};
 pub use readout_kernels::Real;
 pub use shape::{MAX_RANK, Shape};

@@ -22,6 +22,8 @@ pub(crate) enum Op<T> {
     Binary { op: Binary, bcast: Broadcast },
     /// `f(x)` elementwise.
     Unary(Unary<T>),
+    /// `x` where the mask is set, zero elsewhere (a selection, not a product).
+    Select(Arc<[bool]>),
     /// Sum of all values.
     SumAll,
     /// Sum over the last axis.
@@ -58,6 +60,9 @@ pub(crate) enum Op<T> {
     Softmax,
     /// Layer norm over the last axis, with weight and bias parents when `affine`.
     LayerNorm { eps: T, affine: bool },
+    /// A node whose backward rule is supplied from outside (see [`crate::CustomBackward`]);
+    /// its inputs live in the op, not in the node's three parent slots.
+    Custom(Arc<crate::ops::custom::CustomOp<T>>),
 }
 
 impl<T> Op<T> {
@@ -89,6 +94,7 @@ pub(crate) fn backward_rule<T: Real>(
         Op::Unary(u) => {
             arith::unary_backward(tape, y, ps.at(0), *u, g).map(|d| [Some(d), None, None])
         }
+        Op::Select(mask) => Ok([Some(tape.select(g, mask.clone())), None, None]),
         Op::SumAll | Op::SumRows | Op::SumCols | Op::Expand(_) => {
             reduce::backward(tape, op, ps.at(0), g).map(|d| [Some(d), None, None])
         }
@@ -108,5 +114,7 @@ pub(crate) fn backward_rule<T: Real>(
         }
         Op::Softmax => softmax::backward(tape, y, g).map(|d| [Some(d), None, None]),
         Op::LayerNorm { eps, affine } => layer_norm::backward(tape, ps, *eps, *affine, needs, g),
+        // Custom nodes are handled by the sweep itself (they have any number of inputs).
+        Op::Custom(_) => Ok([None; 3]),
     }
 }

@@ -57,6 +57,17 @@ pub(crate) struct Node<T> {
     pub(crate) requires_grad: bool,
 }
 
+impl<T> Node<T> {
+    /// The node's inputs: its parents, or a custom op's input list.
+    pub(crate) fn inputs(&self) -> impl Iterator<Item = Var> + '_ {
+        let custom = match &self.op {
+            Op::Custom(c) => c.inputs(),
+            _ => &[],
+        };
+        self.parents.get().chain(custom.iter().copied())
+    }
+}
+
 /// What a tape holds right now (see [`Tape::stats`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TapeStats {
@@ -215,6 +226,18 @@ impl<T: Real> Tape<T> {
         self.nodes.push(Node {
             op,
             parents: Parents::new(parents),
+            value,
+            requires_grad: true,
+        });
+        Var(id)
+    }
+
+    /// Appends a custom node (its inputs are in the op); it requires a gradient.
+    pub(crate) fn push_custom(&mut self, op: Op<T>, value: Tensor<T>) -> Var {
+        let id = self.nodes.len() as u32;
+        self.nodes.push(Node {
+            op,
+            parents: Parents::default(),
             value,
             requires_grad: true,
         });

@@ -978,3 +978,33 @@ fn powers_at_zero_have_finite_higher_derivatives() {
     assert_eq!(nth_derivative(&x, 3, |t, x| t.powf(x, 3.0)), [6.0; 3]);
     assert_eq!(nth_derivative(&x, 4, |t, x| t.powf(x, 3.0)), [0.0; 3]);
 }
+
+#[test]
+fn clamp_min_selects_the_gradient_instead_of_multiplying_it() {
+    // sqrt(clamp_min(x, 0)): below 0 the clamp's output is 0, where sqrt's derivative
+    // is infinite. PyTorch's clamp backward is where(x >= c, g, 0), which gives 0;
+    // multiplying by a 0/1 mask gave inf·0 = NaN.
+    let x = t1(&[-1.0, 4.0, -0.5, 0.25]);
+    let mut tape = Tape::new();
+    let xv = tape.variable(x.clone());
+    let c = tape.clamp_min(xv, 0.0).unwrap();
+    let r = tape.sqrt(c).unwrap();
+    let s = tape.sum(r).unwrap();
+    let g = tape.grad(s, None, &[xv], true).unwrap()[0];
+    assert_eq!(tape.value(g).unwrap().data(), &[0.0, 0.25, 0.0, 1.0]);
+    let s2 = tape.sum(g).unwrap();
+    let h = tape.grad(s2, None, &[xv], false).unwrap()[0];
+    // d/dx ½x^(−½) = −¼x^(−3/2) where x > 0, 0 elsewhere.
+    assert_eq!(
+        tape.value(h).unwrap().data(),
+        &[0.0, -0.25 / 8.0, 0.0, -2.0]
+    );
+    let b = tape.backward(s).unwrap();
+    assert_eq!(b.get(xv).unwrap().data(), &[0.0, 0.25, 0.0, 1.0]);
+    // At the threshold itself the gradient passes, as in PyTorch (x ≥ c).
+    let mut tape = Tape::new();
+    let xv = tape.variable(t1(&[0.3]));
+    let c = tape.clamp_min(xv, 0.3).unwrap();
+    let s = tape.sum(c).unwrap();
+    assert_eq!(tape.backward(s).unwrap().get(xv).unwrap().data(), &[1.0]);
+}

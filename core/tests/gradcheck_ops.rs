@@ -538,3 +538,137 @@ fn layer_norm_with_and_without_affine() {
         });
     }
 }
+
+#[test]
+fn repeat_segments_with_empty_segments() {
+    let cases: [(&[usize], &[usize]); 5] = [
+        (&[4, 3], &[0, 2, 2, 5, 6]),
+        (&[3], &[0, 0, 3, 3]),
+        (&[2, 2, 2], &[0, 1, 4]),
+        (&[1, 3], &[0, 0]),
+        (&[0, 3], &[0]),
+    ];
+    for (dims, ptr) in cases {
+        check(
+            &format!("repeat_segments {dims:?} {ptr:?}"),
+            &[rand(dims, -1.0, 1.0)],
+            |t, x| t.repeat_segments(x[0], ptr),
+        );
+    }
+}
+
+#[test]
+fn segment_matmuls_with_empty_segments() {
+    // (N, P, Q, ptr): empty segments first, in the middle and last; no rows at all.
+    let cases: [(usize, usize, usize, &[usize]); 5] = [
+        (6, 3, 2, &[0, 0, 2, 2, 5, 6, 6]),
+        (4, 2, 3, &[0, 4]),
+        (3, 1, 1, &[0, 1, 2, 3]),
+        (0, 2, 2, &[0, 0, 0]),
+        (2, 0, 2, &[0, 1, 2]),
+    ];
+    for (n, p, q, ptr) in cases {
+        let b = ptr.len() - 1;
+        let name = format!("N={n} P={p} Q={q} ptr={ptr:?}");
+        check(
+            &format!("segment_matmul_tn {name}"),
+            &[rand(&[n, p], -1.0, 1.0), rand(&[n, q], -1.0, 1.0)],
+            |t, x| t.segment_matmul_tn(x[0], x[1], ptr),
+        );
+        check(
+            &format!("segment_matmul_nn {name}"),
+            &[rand(&[n, p], -1.0, 1.0), rand(&[b, p, q], -1.0, 1.0)],
+            |t, x| t.segment_matmul_nn(x[0], x[1], ptr),
+        );
+        check(
+            &format!("segment_matmul_nt {name}"),
+            &[rand(&[n, p], -1.0, 1.0), rand(&[b, q, p], -1.0, 1.0)],
+            |t, x| t.segment_matmul_nt(x[0], x[1], ptr),
+        );
+        // The same leaf on both sides.
+        check(
+            &format!("segment_matmul_tn a a {name}"),
+            &[rand(&[n, p], -1.0, 1.0)],
+            |t, x| t.segment_matmul_tn(x[0], x[0], ptr),
+        );
+    }
+}
+
+#[test]
+fn only_some_operands_need_gradients() {
+    // Each multi-operand op with one operand a constant: the rules skip the parents
+    // that need no gradient, and what they still compute must stay right.
+    let a = rand(&[3, 4], -1.0, 1.0);
+    let b = rand(&[4, 2], -1.0, 1.0);
+    let w = rand(&[4], 0.5, 1.5);
+    let bias = rand(&[4], -0.5, 0.5);
+    let c = |t: &mut Tape<f64>, v: &Tensor<f64>| t.constant(v.clone());
+    check("matmul, b constant", std::slice::from_ref(&a), |t, x| {
+        let bc = c(t, &b);
+        t.matmul(x[0], bc)
+    });
+    check("matmul, a constant", std::slice::from_ref(&b), |t, x| {
+        let ac = c(t, &a);
+        t.matmul(ac, x[0])
+    });
+    check(
+        "matmul_with tt, a constant",
+        std::slice::from_ref(&a),
+        |t, x| {
+            let bc = c(t, &b);
+            t.matmul_with(bc, x[0], true, true)
+        },
+    );
+    check(
+        "concat_cols, a constant",
+        std::slice::from_ref(&a),
+        |t, x| {
+            let ac = c(t, &a);
+            t.concat_cols(ac, x[0])
+        },
+    );
+    check(
+        "layer_norm, x constant",
+        &[w.clone(), bias.clone()],
+        |t, v| {
+            let xc = c(t, &a);
+            t.layer_norm(xc, Some((v[0], v[1])), 1e-5)
+        },
+    );
+    check(
+        "layer_norm, only weight",
+        std::slice::from_ref(&w),
+        |t, v| {
+            let xc = c(t, &a);
+            let bc = c(t, &bias);
+            t.layer_norm(xc, Some((v[0], bc)), 1e-5)
+        },
+    );
+    check(
+        "layer_norm, only bias",
+        std::slice::from_ref(&bias),
+        |t, v| {
+            let wc = c(t, &w);
+            let xc = c(t, &a);
+            t.layer_norm(xc, Some((wc, v[0])), 1e-5)
+        },
+    );
+    let ptr = [0, 1, 1, 3];
+    let blocks = rand(&[3, 4, 2], -1.0, 1.0);
+    check(
+        "segment_matmul_nn, b constant",
+        std::slice::from_ref(&a),
+        |t, x| {
+            let bc = c(t, &blocks);
+            t.segment_matmul_nn(x[0], bc, &ptr)
+        },
+    );
+    check(
+        "segment_matmul_nn, a constant",
+        std::slice::from_ref(&blocks),
+        |t, x| {
+            let ac = c(t, &a);
+            t.segment_matmul_nn(ac, x[0], &ptr)
+        },
+    );
+}

@@ -1,6 +1,7 @@
 //! `segment_matmul_tn` / `_nn` / `_nt`: values against plain loops, first and second
 //! derivatives against central finite differences in `f64`, and every input error.
 
+use readout_core::gradcheck::{GradcheckOptions, check_gradients};
 use readout_core::{CoreError, Tape, Tensor, Var};
 
 /// Splitmix64, for test data.
@@ -105,124 +106,54 @@ fn equal_segments_equal_the_batched_matmul() {
     }
 }
 
-type Build = fn(&mut Tape<f64>, &[Var]) -> Var;
+type Build = fn(&mut Tape<f64>, &[Var]) -> Result<Var, CoreError>;
 
 /// `out = tanh(segment_matmul_*(f(a), g(b)))` with smooth non-linear `f`, `g`: the
 /// second derivatives go through the recorded backward rules, and the incoming
 /// gradient depends on the inputs, so a rule that detached it would be caught.
-fn build_tn(t: &mut Tape<f64>, v: &[Var]) -> Var {
-    let a = t.tanh(v[0]).unwrap();
-    let c = t.square(v[1]).unwrap();
-    let o = t.segment_matmul_tn(a, c, &PTR).unwrap();
-    t.tanh(o).unwrap()
+fn build_tn(t: &mut Tape<f64>, v: &[Var]) -> Result<Var, CoreError> {
+    let a = t.tanh(v[0])?;
+    let c = t.square(v[1])?;
+    let o = t.segment_matmul_tn(a, c, &PTR)?;
+    t.tanh(o)
 }
-fn build_nn(t: &mut Tape<f64>, v: &[Var]) -> Var {
-    let a = t.tanh(v[0]).unwrap();
-    let b = t.square(v[1]).unwrap();
-    let o = t.segment_matmul_nn(a, b, &PTR).unwrap();
-    t.tanh(o).unwrap()
+fn build_nn(t: &mut Tape<f64>, v: &[Var]) -> Result<Var, CoreError> {
+    let a = t.tanh(v[0])?;
+    let b = t.square(v[1])?;
+    let o = t.segment_matmul_nn(a, b, &PTR)?;
+    t.tanh(o)
 }
-fn build_nt(t: &mut Tape<f64>, v: &[Var]) -> Var {
-    let a = t.square(v[0]).unwrap();
-    let b = t.tanh(v[1]).unwrap();
-    let o = t.segment_matmul_nt(a, b, &PTR).unwrap();
-    t.tanh(o).unwrap()
+fn build_nt(t: &mut Tape<f64>, v: &[Var]) -> Result<Var, CoreError> {
+    let a = t.square(v[0])?;
+    let b = t.tanh(v[1])?;
+    let o = t.segment_matmul_nt(a, b, &PTR)?;
+    t.tanh(o)
 }
 /// A chain through all three, so each one's rule sees a non-trivial incoming gradient.
-fn build_chain(t: &mut Tape<f64>, v: &[Var]) -> Var {
-    let a = t.tanh(v[0]).unwrap();
-    let m = t.segment_matmul_tn(a, v[1], &PTR).unwrap(); // [B, P, Q]
-    let y = t.segment_matmul_nn(v[1], m, &PTR).unwrap(); // [N, Q]
-    let y = t.tanh(y).unwrap();
-    t.segment_matmul_nt(y, m, &PTR).unwrap()
+fn build_chain(t: &mut Tape<f64>, v: &[Var]) -> Result<Var, CoreError> {
+    let a = t.tanh(v[0])?;
+    let m = t.segment_matmul_tn(a, v[1], &PTR)?; // [B, P, P]
+    let y = t.segment_matmul_nn(v[1], m, &PTR)?; // [N, P]
+    let y = t.tanh(y)?;
+    t.segment_matmul_nt(y, m, &PTR)
 }
 
-/// `Σ out·w` for a fixed projection `w`.
-fn project(t: &mut Tape<f64>, out: Var, w: &Tensor<f64>) -> Var {
-    let p = t.mask_mul(out, w.clone()).unwrap();
-    t.sum(p).unwrap()
-}
-
-/// First and second order against central differences for `build` at `inputs`.
+/// First order (eager and recorded) and second order against central differences,
+/// with the shared `readout_core::gradcheck` (default tolerances).
 fn gradcheck(build: Build, inputs: &[Tensor<f64>], seed: u64) {
-    let mut rng = Rng(seed);
-    let h = 1e-6;
-    let out_shape = {
-        let mut t = Tape::new();
-        let v: Vec<Var> = inputs.iter().map(|x| t.variable(x.clone())).collect();
-        let o = build(&mut t, &v);
-        t.value(o).unwrap().shape().to_vec()
+    let opts = GradcheckOptions {
+        seed,
+        ..GradcheckOptions::default()
     };
-    let w = rng.tensor(&out_shape);
-    let us: Vec<Tensor<f64>> = inputs.iter().map(|x| rng.tensor(x.shape())).collect();
-    let loss = |xs: &[Tensor<f64>]| -> f64 {
-        let mut t = Tape::new();
-        let v: Vec<Var> = xs.iter().map(|x| t.variable(x.clone())).collect();
-        let o = build(&mut t, &v);
-        let l = project(&mut t, o, &w);
-        t.value(l).unwrap().item()
-    };
-    // H(x) = Σ_i ∇L(x)_i · u_i, with an eager first gradient.
-    let hvp = |xs: &[Tensor<f64>]| -> f64 {
-        let mut t = Tape::new();
-        let v: Vec<Var> = xs.iter().map(|x| t.variable(x.clone())).collect();
-        let o = build(&mut t, &v);
-        let l = project(&mut t, o, &w);
-        let g = t.grad(l, None, &v, false).unwrap();
-        g.iter()
-            .zip(&us)
-            .map(|(&gi, u)| {
-                let gv = t.value(gi).unwrap();
-                gv.data()
-                    .iter()
-                    .zip(u.data())
-                    .map(|(a, b)| a * b)
-                    .sum::<f64>()
-            })
-            .sum()
-    };
-    let mut t = Tape::new();
-    let v: Vec<Var> = inputs.iter().map(|x| t.variable(x.clone())).collect();
-    let o = build(&mut t, &v);
-    let l = project(&mut t, o, &w);
-    let eager = t.grad(l, None, &v, false).unwrap();
-    let recorded = t.grad(l, None, &v, true).unwrap();
-    let mut hsum = None;
-    for (&gi, u) in recorded.iter().zip(&us) {
-        let d = project(&mut t, gi, u);
-        hsum = Some(match hsum {
-            None => d,
-            Some(s) => t.add(s, d).unwrap(),
-        });
-    }
-    let second = t.grad(hsum.unwrap(), None, &v, false).unwrap();
-    for (k, x) in inputs.iter().enumerate() {
-        for i in 0..x.numel() {
-            let shifted = |delta: f64| {
-                let mut xs = inputs.to_vec();
-                xs[k].data_mut()[i] += delta;
-                xs
-            };
-            let fd1 = (loss(&shifted(h)) - loss(&shifted(-h))) / (2.0 * h);
-            let fd2 = (hvp(&shifted(h)) - hvp(&shifted(-h))) / (2.0 * h);
-            let e = t.value(eager[k]).unwrap().data()[i];
-            let r = t.value(recorded[k]).unwrap().data()[i];
-            let s = t.value(second[k]).unwrap().data()[i];
-            let tol = |x: f64| 1e-6 + 1e-5 * x.abs();
-            assert!(
-                (e - fd1).abs() <= tol(fd1),
-                "input {k}[{i}]: eager {e} vs fd {fd1}"
-            );
-            assert!(
-                (r - fd1).abs() <= tol(fd1),
-                "input {k}[{i}]: recorded {r} vs fd {fd1}"
-            );
-            assert!(
-                (s - fd2).abs() <= tol(fd2),
-                "input {k}[{i}]: second {s} vs fd {fd2}"
-            );
-        }
-    }
+    let report = check_gradients(build, inputs, &opts).unwrap();
+    assert!(report.passed(), "{report}");
+    assert_eq!(
+        report.checks.len(),
+        3,
+        "first eager, first recorded, second order"
+    );
+    let n: usize = inputs.iter().map(|t| t.numel()).sum();
+    assert!(report.checks.iter().all(|c| c.compared == n));
 }
 
 #[test]
@@ -334,4 +265,74 @@ fn zero_rows_and_zero_width() {
     let s = t.sum(o).unwrap();
     let g = t.grad(s, None, &[a, c], false).unwrap();
     assert_eq!(t.value(g[0]).unwrap().shape(), &[0, 3]);
+}
+
+mod prop {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        /// Random segment sizes (empty, 1, 7, 8, 9 rows, ...): each product equals the
+        /// batched matmul of the zero-padded segments, and the ragged rows of `nn`/`nt`
+        /// equal the padded products' real rows.
+        #[test]
+        fn equals_padded_batched_matmul(
+            sizes in proptest::collection::vec(
+                prop_oneof![Just(0usize), Just(1), Just(7), Just(8), Just(9), 0usize..12], 1..6),
+            p in 1usize..5,
+            q in 1usize..5,
+            seed in any::<u64>(),
+        ) {
+            let mut rng = Rng(seed);
+            let b = sizes.len();
+            let n: usize = sizes.iter().sum();
+            let n_max = sizes.iter().copied().max().unwrap_or(0);
+            let mut ptr = vec![0];
+            for s in &sizes {
+                ptr.push(ptr.last().unwrap() + s);
+            }
+            let a = rng.tensor(&[n, p]);
+            let c = rng.tensor(&[n, q]);
+            let bn = rng.tensor(&[b, p, q]);
+            let bt = rng.tensor(&[b, q, p]);
+            // Zero-padded [B, N_max, ·] copies.
+            let pad = |t: &Tensor<f64>, w: usize| {
+                let mut d = vec![0.0; b * n_max * w];
+                for g in 0..b {
+                    for (j, i) in (ptr[g]..ptr[g + 1]).enumerate() {
+                        d[(g * n_max + j) * w..(g * n_max + j + 1) * w]
+                            .copy_from_slice(&t.data()[i * w..(i + 1) * w]);
+                    }
+                }
+                Tensor::from_vec(&[b, n_max, w], d).unwrap()
+            };
+            let mut t = Tape::<f64>::new();
+            let (av, cv) = (t.constant(a.clone()), t.constant(c.clone()));
+            let (bnv, btv) = (t.constant(bn), t.constant(bt));
+            let (ap, cp) = (t.constant(pad(&a, p)), t.constant(pad(&c, q)));
+            let tn = t.segment_matmul_tn(av, cv, &ptr).unwrap();
+            let tn_ref = t.matmul_with(ap, cp, true, false).unwrap();
+            let nn = t.segment_matmul_nn(av, bnv, &ptr).unwrap();
+            let nn_ref = t.matmul_with(ap, bnv, false, false).unwrap();
+            let nt = t.segment_matmul_nt(av, btv, &ptr).unwrap();
+            let nt_ref = t.matmul_with(ap, btv, false, true).unwrap();
+            let close = |x: &[f64], y: &[f64]| x.iter().zip(y).all(|(u, v)| (u - v).abs() < 1e-12);
+            prop_assert!(close(t.value(tn).unwrap().data(), t.value(tn_ref).unwrap().data()));
+            for (ragged, padded) in [(nn, nn_ref), (nt, nt_ref)] {
+                let r = t.value(ragged).unwrap().data().to_vec();
+                let pd = t.value(padded).unwrap().data().to_vec();
+                prop_assert_eq!(r.len(), n * q);
+                for g in 0..b {
+                    for (j, i) in (ptr[g]..ptr[g + 1]).enumerate() {
+                        prop_assert!(close(
+                            &r[i * q..(i + 1) * q],
+                            &pd[(g * n_max + j) * q..(g * n_max + j + 1) * q]
+                        ));
+                    }
+                }
+            }
+        }
+    }
 }

@@ -6,7 +6,8 @@
 mod common;
 
 use common::{Rng, rel_err, weighted_sum};
-use readout_core::{Tape, Tensor, Var};
+use readout_core::gradcheck::{GradcheckOptions, check_gradients};
+use readout_core::{CoreError, Tape, Tensor, Var};
 use readout_layers::{LayerError, Mask, MemPooling, PoolArgs, PoolPath};
 
 /// Values of one forward + loss + gradients run in `f64`.
@@ -257,8 +258,10 @@ fn pyg_test_mem_pool() {
     }
 }
 
-/// Central differences of the loss (layer + `kl_loss`) against the tape's gradients,
-/// and of a Hessian-vector product against the recorded second derivatives.
+/// Central differences of the loss (layer + `kl_loss`) against the tape's gradients
+/// (eager and recorded) and of a Hessian-vector product against the recorded second
+/// derivatives, with respect to `k`, `conv.weight`, `lin.weight` and `x`, on both
+/// paths (`readout_core::gradcheck`, default tolerances).
 #[test]
 fn finite_differences_first_and_second_order() {
     let l = layer(3, 2, 2, 3, 1.3, 31);
@@ -271,79 +274,37 @@ fn finite_differences_first_and_second_order() {
         .map(|p| p.value().cast())
         .chain(std::iter::once(x))
         .collect();
-    let us: Vec<Vec<f64>> = inputs
-        .iter()
-        .map(|t| rng.vec(t.numel(), -1.0, 1.0))
-        .collect();
     let w_out = rng.vec(3 * 3 * 2, -1.0, 1.0);
     let w_s = rng.vec(3 * 4 * 3, -1.0, 1.0);
-    for path in [PoolPath::Ragged, PoolPath::Dense] {
-        // Builds the loss from leaves holding `xs`; returns the leaves and the loss.
-        let build = |tape: &mut Tape<f64>, xs: &[Tensor<f64>]| -> (Vec<Var>, Var) {
-            let vars: Vec<Var> = xs.iter().map(|t| tape.variable(t.clone())).collect();
-            let bound = readout_layers::Bound::from_vars(vars[..3].to_vec());
+    let core = |e: LayerError| match e {
+        LayerError::Core(c) => c,
+        other => panic!("{other}"),
+    };
+    for (path, ragged_kl) in [
+        (PoolPath::Ragged, true),
+        (PoolPath::Ragged, false),
+        (PoolPath::Dense, false),
+    ] {
+        let build = |tape: &mut Tape<f64>, v: &[Var]| -> Result<Var, CoreError> {
+            let bound = readout_layers::Bound::from_vars(v[..3].to_vec());
             let args = PoolArgs::new().batch(&batch).path(path);
-            let mut p = l.forward_on(tape, &bound, vars[3], args).unwrap();
-            let out = p.out();
-            let s = p.s(tape).unwrap();
-            let kl = p.kl_loss(tape).unwrap();
-            let a = weighted_sum(tape, out, &w_out);
+            let mut p = l.forward_on(tape, &bound, v[3], args).map_err(core)?;
+            let s = p.s(tape).map_err(core)?;
+            let kl = if ragged_kl {
+                p.kl_loss(tape).map_err(core)?
+            } else {
+                MemPooling::kl_loss_on(tape, s).map_err(core)?
+            };
+            let a = weighted_sum(tape, p.out(), &w_out);
             let b = weighted_sum(tape, s, &w_s);
-            let loss = tape.add(a, b).unwrap();
-            (vars, tape.add(loss, kl).unwrap())
+            let loss = tape.add(a, b)?;
+            tape.add(loss, kl)
         };
-        let loss_at = |xs: &[Tensor<f64>]| {
-            let mut t = Tape::new();
-            let (_, l) = build(&mut t, xs);
-            t.value(l).unwrap().item()
-        };
-        let hvp_at = |xs: &[Tensor<f64>]| {
-            let mut t = Tape::new();
-            let (v, l) = build(&mut t, xs);
-            let g = t.grad(l, None, &v, false).unwrap();
-            g.iter()
-                .zip(&us)
-                .map(|(&gi, u)| {
-                    let d = t.value(gi).unwrap().data();
-                    d.iter().zip(u).map(|(a, b)| a * b).sum::<f64>()
-                })
-                .sum::<f64>()
-        };
-        let mut t = Tape::new();
-        let (v, loss) = build(&mut t, &inputs);
-        let first = t.grad(loss, None, &v, true).unwrap();
-        let mut h = None;
-        for (&g, u) in first.iter().zip(&us) {
-            let d = weighted_sum(&mut t, g, u);
-            h = Some(match h {
-                None => d,
-                Some(acc) => t.add(acc, d).unwrap(),
-            });
-        }
-        let second = t.grad(h.unwrap(), None, &v, false).unwrap();
-        let step = 1e-6;
-        for (k, inp) in inputs.iter().enumerate() {
-            for i in 0..inp.numel() {
-                let at = |d: f64| {
-                    let mut xs = inputs.clone();
-                    xs[k].data_mut()[i] += d;
-                    xs
-                };
-                let fd1 = (loss_at(&at(step)) - loss_at(&at(-step))) / (2.0 * step);
-                let fd2 = (hvp_at(&at(step)) - hvp_at(&at(-step))) / (2.0 * step);
-                let g1 = t.value(first[k]).unwrap().data()[i];
-                let g2 = t.value(second[k]).unwrap().data()[i];
-                let tol = |v: f64| 1e-6 + 1e-5 * v.abs();
-                assert!(
-                    (g1 - fd1).abs() <= tol(fd1),
-                    "{path:?} input {k}[{i}]: {g1} vs {fd1}"
-                );
-                assert!(
-                    (g2 - fd2).abs() <= tol(fd2),
-                    "{path:?} 2nd input {k}[{i}]: {g2} vs {fd2}"
-                );
-            }
-        }
+        let report = check_gradients(build, &inputs, &GradcheckOptions::default()).unwrap();
+        assert!(report.passed(), "{path:?}: {report}");
+        let n: usize = inputs.iter().map(|t| t.numel()).sum();
+        assert_eq!(report.checks.len(), 3);
+        assert!(report.checks.iter().all(|c| c.compared == n));
     }
 }
 
@@ -571,6 +532,27 @@ fn forward_errors() {
         .unwrap();
     assert_eq!((out.shape(), s.shape()), (&[2, 2, 2][..], &[2, 0, 2][..]));
     assert!(out.data().iter().all(|&v| v == 0.0));
+    // Sizes that cannot be allocated are errors, not panics or aborts.
+    let e = l
+        .forward(&x2, PoolArgs::new().batch(&[0, 0, 1, 1, i64::MAX]))
+        .unwrap_err();
+    assert_eq!(err_name(&e), "batch_size × max_num_nodes", "{e}");
+    let e = l
+        .forward(&x2, PoolArgs::new().batch_size(usize::MAX))
+        .unwrap_err();
+    assert_eq!(err_name(&e), "batch_size × max_num_nodes", "{e}");
+    let e = l
+        .forward(&x2, PoolArgs::new().max_num_nodes(usize::MAX / 2))
+        .unwrap_err();
+    assert_eq!(err_name(&e), "batch_size × max_num_nodes", "{e}");
+    // max_num_nodes = 0 drops every node (as to_dense_batch does).
+    let (out, s) = l
+        .forward(
+            &x2,
+            PoolArgs::new().batch(&[0, 0, 1, 1, 1]).max_num_nodes(0),
+        )
+        .unwrap();
+    assert_eq!((out.shape(), s.shape()), (&[2, 2, 2][..], &[2, 0, 2][..]));
     // A mask of the wrong length.
     let e = Mask::new([2, 4], &[true; 7]).unwrap_err();
     assert_eq!(err_name(&e), "mask", "{e}");
@@ -613,7 +595,7 @@ mod prop {
             sizes in proptest::collection::vec(graph_size(), 1..6),
             extra in 0usize..3,
             pass_batch_size in any::<bool>(),
-            mnn in proptest::option::of(1usize..10),
+            mnn in proptest::option::of(0usize..10),
             heads in 1usize..4,
             clusters in 1usize..5,
             tau in prop_oneof![Just(0.5f64), Just(1.0), Just(2.5)],

@@ -2,6 +2,7 @@
 //! functions (`neg`, `scale`, `square`, `sqrt`, `powf`, `exp`, `ln`, `tanh`,
 //! `sigmoid`, `softplus`, `clamp_min`, ...).
 
+use alloc::sync::Arc;
 use alloc::vec;
 
 use readout_kernels::elementwise::{Binary, Broadcast, Unary, binary, unary};
@@ -242,6 +243,21 @@ impl<T: Real> Tape<T> {
         self.unary_op("student_t", Unary::StudentT(tau), x)
     }
 
+    /// `x` where `mask` is set and 0 elsewhere; `mask` has one entry per element of `x`.
+    /// Its own adjoint.
+    pub(crate) fn select(&mut self, x: Var, mask: Arc<[bool]>) -> Var {
+        let t = self.val(x);
+        let shape = t.dims();
+        debug_assert_eq!(mask.len(), t.numel());
+        let out = t
+            .data()
+            .iter()
+            .zip(mask.iter())
+            .map(|(&v, &m)| if m { v } else { T::ZERO })
+            .collect();
+        self.push(Op::Select(mask), &[x], Tensor::raw(shape, out))
+    }
+
     /// Elementwise unary op by kernel code (for rules that already know it applies).
     pub(crate) fn map(&mut self, u: Unary<T>, x: Var) -> Var {
         let t = self.val(x);
@@ -400,10 +416,12 @@ pub(crate) fn unary_backward<T: Real>(
             let s = tape.map(Unary::Sigmoid, x);
             same(tape, g, s)
         }
-        // g·[x ≥ c], the mask a constant
+        // g where x ≥ c, else 0 — selected, not multiplied by a 0/1 mask, so that an
+        // infinite incoming gradient (`sqrt(clamp_min(x, 0))` below 0) gives 0 and not
+        // NaN, as PyTorch's `where(x >= c, g, 0)`.
         Unary::ClampMin(c) => {
-            let mask = tape.map_const(Unary::StepGe(c), x);
-            same(tape, g, mask)
+            let mask: Arc<[bool]> = tape.val(x).data().iter().map(|&v| v >= c).collect();
+            tape.select(g, mask)
         }
         // A step function: zero almost everywhere.
         Unary::StepGe(_) => zeros_like(tape, x),
@@ -418,15 +436,4 @@ pub(crate) fn unary_backward<T: Real>(
             same(tape, g, d)
         }
     })
-}
-
-impl<T: Real> Tape<T> {
-    /// A constant computed from `x` by a unary function (no gradient flows through it).
-    pub(crate) fn map_const(&mut self, u: Unary<T>, x: Var) -> Var {
-        let t = self.val(x);
-        let shape = t.dims();
-        let mut out = vec![T::ZERO; shape.numel()];
-        unary(u, t.data(), &mut out);
-        self.constant(Tensor::raw(shape, out))
-    }
 }

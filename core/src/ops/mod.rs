@@ -3,6 +3,7 @@
 //! backward rules, written in tape ops.
 
 pub(crate) mod arith;
+pub(crate) mod custom;
 pub mod index;
 pub(crate) mod layer_norm;
 pub(crate) mod layout;

@@ -57,21 +57,32 @@ struct Net<T> {
     w_final: Vec<T>,
 }
 
-fn cast<T: Real>(p: &Parameters, i: usize) -> Vec<T> {
-    p.at(i)
-        .value()
-        .data()
-        .iter()
-        .map(|&v| T::from_f64(v as f64))
+/// Every parameter's values, in `state_dict` order.
+pub(crate) type Values<T> = [Vec<T>];
+
+/// The values of `Parameters` converted to `T`.
+pub(crate) fn values_of<T: Real>(p: &Parameters) -> Vec<Vec<T>> {
+    p.iter()
+        .map(|q| {
+            q.value()
+                .data()
+                .iter()
+                .map(|&v| T::from_f64(v as f64))
+                .collect()
+        })
         .collect()
 }
 
-fn scalar<T: Real>(p: &Parameters, i: usize) -> T {
-    T::from_f64(p.at(i).value().item() as f64)
+fn cast<T: Real>(p: &Values<T>, i: usize) -> Vec<T> {
+    p[i].clone()
+}
+
+fn scalar<T: Real>(p: &Values<T>, i: usize) -> T {
+    p[i].first().copied().unwrap_or(T::ZERO)
 }
 
 impl<T: Real> Net<T> {
-    fn new(idx: &ParamIndex, p: &Parameters) -> Self {
+    fn new(idx: &ParamIndex, p: &Values<T>) -> Self {
         let (cin, cout) = (idx.in_channels, idx.out_channels);
         let c = cin + cout;
         let l = idx.hidden.len();
@@ -157,17 +168,27 @@ impl<T: Real> Scratch<T> {
     }
 }
 
-/// Elements sorted by set, with CSR boundaries and each element's weight `1/|set|`.
-struct Sorted<T> {
+/// Elements sorted by set, with CSR boundaries.
+pub(crate) struct Sorted<T> {
     /// `x` rows in set order, `[N, cin]`.
-    x: Vec<T>,
+    pub(crate) x: Vec<T>,
+    /// `order[k]` is the original row of sorted element `k`.
+    pub(crate) order: Vec<usize>,
     /// Set boundaries, `S + 1` entries.
-    ptr: Vec<usize>,
+    pub(crate) ptr: Vec<usize>,
     /// Set of each (sorted) element.
-    set_of: Vec<usize>,
+    pub(crate) set_of: Vec<usize>,
 }
 
-fn sort_by_set<T: Real>(x: &[T], cin: usize, layout: &Layout) -> Sorted<T> {
+/// What the adjoint pass needs from the forward: `y_t` for `t = 0 .. T` (the last is
+/// the output), and `m_t`, `g_t` for `t = 0 .. T − 1`.
+pub(crate) struct Trajectory<T> {
+    pub(crate) ys: Vec<Vec<T>>,
+    pub(crate) ms: Vec<Vec<T>>,
+    pub(crate) gs: Vec<Vec<T>>,
+}
+
+pub(crate) fn sort_by_set<T: Real>(x: &[T], cin: usize, layout: &Layout) -> Sorted<T> {
     let (order, ptr): (Vec<usize>, Vec<usize>) = match layout {
         Layout::Ptr { ptr } => ((0..*ptr.last().unwrap_or(&0)).collect(), ptr.clone()),
         Layout::Index { index, dim_size } => {
@@ -195,19 +216,37 @@ fn sort_by_set<T: Real>(x: &[T], cin: usize, layout: &Layout) -> Sorted<T> {
     for s in 0..ptr.len() - 1 {
         set_of[ptr[s]..ptr[s + 1]].fill(s);
     }
-    Sorted { x: xs, ptr, set_of }
+    Sorted {
+        x: xs,
+        order,
+        ptr,
+        set_of,
+    }
 }
 
 /// Runs the inner optimisation with eager gradients and returns `y`, `[S, cout]`.
 pub(crate) fn solve<T: Real>(
     idx: &ParamIndex,
-    p: &Parameters,
+    p: &Values<T>,
     grad_iter: usize,
     x: &[T],
     layout: &Layout,
 ) -> Vec<T> {
+    let sorted = sort_by_set(x, idx.in_channels, layout);
+    let mut traj = solve_sorted(idx, p, grad_iter, &sorted, false);
+    traj.ys.pop().unwrap_or_default()
+}
+
+/// The inner optimisation on elements already sorted by set. Keeps every `y_t`, `m_t`
+/// and `g_t` when `keep` is set, else only the final `y`.
+pub(crate) fn solve_sorted<T: Real>(
+    idx: &ParamIndex,
+    p: &Values<T>,
+    grad_iter: usize,
+    sorted: &Sorted<T>,
+    keep: bool,
+) -> Trajectory<T> {
     let net = Net::<T>::new(idx, p);
-    let sorted = sort_by_set(x, net.cin, layout);
     let n = sorted.set_of.len();
     let sets = sorted.ptr.len() - 1;
     let (h, cout) = (net.width, net.cout);
@@ -258,7 +297,15 @@ pub(crate) fn solve<T: Real>(
     let mut dyw = vec![T::ZERO; sets * h];
     let mut g = vec![T::ZERO; sets * cout];
     let mut scratch = Scratch::new(&net);
+    let mut traj = Trajectory {
+        ys: Vec::new(),
+        ms: Vec::new(),
+        gs: Vec::new(),
+    };
     for step in 0..grad_iter {
+        if keep {
+            traj.ys.push(y.clone());
+        }
         gemm(
             &GemmShape::with_trans(sets, h, cout, false, true),
             T::ONE,
@@ -303,8 +350,13 @@ pub(crate) fn solve<T: Real>(
             *mi = if step == 0 { -delta } else { mom * *mi - delta };
             *yi += *mi;
         }
+        if keep {
+            traj.ms.push(m.clone());
+            traj.gs.push(g.clone());
+        }
     }
-    y
+    traj.ys.push(y);
+    traj
 }
 
 /// Forward and backward of the potential for one block of (sorted) elements; leaves

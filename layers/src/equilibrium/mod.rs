@@ -23,6 +23,7 @@
 //! `optimizer._lr [1]` (η, used as `softplus(η)`), `optimizer._mom [1]` (μ, used as
 //! `sigmoid(μ)`).
 
+mod adjoint;
 mod eager;
 mod potential;
 
@@ -56,6 +57,11 @@ pub enum InnerGrad {
     /// with the layer's own parameters, so the bound values must be those (as
     /// [`Parameters::bind`] places them).
     Eager,
+    /// Computed eagerly in the forward pass; the output's backward rule reverses the
+    /// inner steps with Hessian-vector products on short per-chunk tapes. Gives the same
+    /// gradients as [`InnerGrad::Record`] (first order in the outer loss) with memory
+    /// bounded by one chunk; the gradient cannot itself be differentiated.
+    Adjoint,
 }
 
 /// Where each parameter sits in the `state_dict` order.
@@ -340,6 +346,9 @@ impl EquilibriumAggregation {
             let empty = Tensor::filled(Shape::d2(0, self.idx.out_channels), T::ZERO);
             return Ok(tape.constant(empty));
         }
+        if mode == InnerGrad::Adjoint {
+            return adjoint::forward(tape, &self.idx, self.grad_iter, params, x, &layout);
+        }
         if mode == InnerGrad::Eager {
             // The eager engine reads the layer's own parameters; refuse bound values
             // that differ rather than silently computing with other ones.
@@ -362,7 +371,8 @@ impl EquilibriumAggregation {
                 }
             }
             let xv: Vec<T> = tape.value(x)?.data().to_vec();
-            let y = eager::solve(&self.idx, &self.params, self.grad_iter, &xv, &layout);
+            let values = eager::values_of::<T>(&self.params);
+            let y = eager::solve(&self.idx, &values, self.grad_iter, &xv, &layout);
             return Ok(tape.constant(Tensor::from_shape(
                 Shape::d2(sets, self.idx.out_channels),
                 y,

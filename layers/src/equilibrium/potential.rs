@@ -98,6 +98,26 @@ pub(crate) fn energy<T: Real>(
     y: Var,
     layout: &Layout,
 ) -> Result<Var, LayerError> {
+    let f = potential(tape, idx, p, h, y, layout)?;
+    let per_set = layout.mean(tape, f)?;
+    let potential = tape.sum(per_set)?;
+
+    let y2 = tape.square(y)?;
+    let norms = tape.sum_rows(y2)?;
+    let mean_norm = tape.mean(norms)?;
+    let reg = tape.mul(mean_norm, h.reg_weight)?;
+    Ok(tape.add(potential, reg)?)
+}
+
+/// `F(x_i, y_{set(i)})` for every element: `[N, 1]`.
+pub(crate) fn potential<T: Real>(
+    tape: &mut Tape<T>,
+    idx: &ParamIndex,
+    p: &Bound,
+    h: &Hoisted,
+    y: Var,
+    layout: &Layout,
+) -> Result<Var, LayerError> {
     let eps = T::from_f64(LAYER_NORM_EPS);
     let mut z = h.first.apply(tape, y, layout)?;
     for i in 0..idx.hidden.len() {
@@ -118,13 +138,5 @@ pub(crate) fn energy<T: Real>(
         z = tape.add(zw, p.var(b))?;
     }
     let skip = h.res[idx.hidden.len()].apply(tape, y, layout)?;
-    let f = tape.add(skip, z)?;
-    let per_set = layout.mean(tape, f)?;
-    let potential = tape.sum(per_set)?;
-
-    let y2 = tape.square(y)?;
-    let norms = tape.sum_rows(y2)?;
-    let mean_norm = tape.mean(norms)?;
-    let reg = tape.mul(mean_norm, h.reg_weight)?;
-    Ok(tape.add(potential, reg)?)
+    Ok(tape.add(skip, z)?)
 }

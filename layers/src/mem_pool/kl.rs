@@ -70,11 +70,11 @@ fn divergence<T: Real>(
 pub(crate) fn dense<T: Real>(tape: &mut Tape<T>, s: Var) -> Result<Var, LayerError> {
     let dims = tape.value(s)?.shape().to_vec();
     let &[b, n, k] = dims.as_slice() else {
-        return Err(LayerError::WrongShape {
-            name: "S".into(),
-            expected: alloc::vec![dims.first().copied().unwrap_or(0), 0, 0],
-            got: dims,
-        });
+        return Err(LayerError::invalid_argument(
+            "S",
+            format!("of shape {dims:?}"),
+            "must be [B, N, K], MemPooling's assignment matrix",
+        ));
     };
     if b == 0 {
         return Err(LayerError::invalid_argument(

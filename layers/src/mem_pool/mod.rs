@@ -446,8 +446,26 @@ impl MemPooling {
         let p = self.params.bind(&mut tape, false);
         let xv = tape.constant(x.clone());
         let mut pooled = self.forward_on(&mut tape, &p, xv, args)?;
-        let s = pooled.s(&mut tape)?;
-        Ok((tape.value(pooled.out())?.clone(), tape.value(s)?.clone()))
+        let out = tape.value(pooled.out())?.clone();
+        let s = match pooled.s_rows {
+            // Nothing to differentiate: scatter the real rows straight into the padded
+            // tensor, one pass over it (the tape's scatter + reshape would copy it twice).
+            Some(rows) => {
+                let plan = &pooled.plan;
+                let k = self.num_clusters;
+                let src = tape.value(rows)?.data();
+                let mut data = vec![0.0f32; plan.padded_rows() * k];
+                for (row, &at) in src.chunks_exact(k).zip(&plan.positions) {
+                    data[at * k..(at + 1) * k].copy_from_slice(row);
+                }
+                Tensor::from_vec(&[plan.batch_size, plan.max_nodes, k], data)?
+            }
+            None => {
+                let s = pooled.s(&mut tape)?;
+                tape.value(s)?.clone()
+            }
+        };
+        Ok((out, s))
     }
 
     /// The inference path without padding: `(out [B, K, F'], S)` with `S` as
@@ -480,7 +498,8 @@ impl MemPooling {
     ///   with `[N, F]` input, `batch` / `max_num_nodes` / `batch_size` with `[B, N, F]`
     ///   input, a negative or unsorted `batch`, a `batch_size` smaller than
     ///   `max(batch) + 1` or 0, an empty `batch` without `batch_size`, dense input with
-    ///   `B = 0`, a padded size `B × N_max` that overflows;
+    ///   `B = 0`, a batch whose padded tensors (`B × N_max` rows, `B × K` rows) could not
+    ///   be allocated (a huge `batch` entry, `batch_size` or `max_num_nodes`);
     /// - [`LayerError::WrongShape`] for `x` whose last dimension is not `in_channels`, a
     ///   mask whose shape is not `[B, N]`, bound parameters of the wrong shape;
     /// - [`LayerError::LengthMismatch`] for a `batch` without one entry per node, or
@@ -495,6 +514,10 @@ impl MemPooling {
         self.check_bound(tape, params)?;
         let xs = tape.value(x)?.shape().to_vec();
         let f = self.in_channels;
+        // The widest row of any tensor built per padded row or per graph.
+        let cols = (self.heads.saturating_mul(self.num_clusters))
+            .max(f)
+            .max(self.num_clusters.saturating_mul(self.out_channels.max(f)));
         let plan = match *xs.as_slice() {
             [n, w] => {
                 if w != f {
@@ -511,7 +534,7 @@ impl MemPooling {
                         "applies to dense [B, N, F] input only; for [N, F] input the valid nodes come from batch",
                     ));
                 }
-                Plan::nodes(n, args.batch, args.max_num_nodes, args.batch_size)?
+                Plan::nodes(n, args.batch, args.max_num_nodes, args.batch_size, cols)?
             }
             [b, n, w] => {
                 if w != f {
@@ -545,7 +568,7 @@ impl MemPooling {
                     Some(m) => Some(m.data),
                     None => None,
                 };
-                Plan::dense(b, n, mask)?
+                Plan::dense(b, n, mask, cols)?
             }
             _ => {
                 return Err(LayerError::invalid_argument(
@@ -730,8 +753,7 @@ impl MemPooling {
     /// contributes 0; PyG 2.8.1 returns NaN there.
     ///
     /// # Errors
-    /// [`LayerError::WrongShape`] unless `S` has rank 3; [`LayerError::InvalidArgument`]
-    /// for `B = 0`.
+    /// [`LayerError::InvalidArgument`] unless `S` has rank 3 with `B ≥ 1`.
     pub fn kl_loss_on<T: Real>(tape: &mut Tape<T>, s: Var) -> Result<Var, LayerError> {
         kl::dense(tape, s)
     }

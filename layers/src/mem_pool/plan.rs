@@ -48,11 +48,15 @@ impl Plan {
 
     /// The layout of node input `[N, F]` with an optional sorted `batch`, exactly as
     /// PyG's `to_dense_batch(x, batch, max_num_nodes=…, batch_size=…)` builds it.
+    ///
+    /// `cols` is the widest per-row size of the tensors the layer builds on this layout
+    /// (see [`check_size`]).
     pub(crate) fn nodes(
         n: usize,
         batch: Option<&[i64]>,
         max_num_nodes: Option<usize>,
         batch_size: Option<usize>,
+        cols: usize,
     ) -> Result<Plan, LayerError> {
         // Graph of each node, validated: non-negative and sorted.
         let mut counts: Vec<usize>;
@@ -67,6 +71,7 @@ impl Plan {
                         "must be ≥ 1: there is one graph when batch is None",
                     ));
                 }
+                check_size(b, 1, cols)?;
                 counts = vec![0; b];
                 counts[0] = n;
             }
@@ -96,10 +101,10 @@ impl Plan {
                     }
                     prev = g;
                 }
-                let needed = match batch.last() {
-                    Some(&m) => m as usize + 1,
-                    None => 0,
-                };
+                // Entries are checked ≥ 0 above; saturate on targets where usize < i64.
+                let needed = batch.last().map_or(0, |&m| {
+                    usize::try_from(m).map_or(usize::MAX, |v| v.saturating_add(1))
+                });
                 let b = batch_size.unwrap_or(needed);
                 if b < needed {
                     return Err(LayerError::invalid_argument(
@@ -115,8 +120,10 @@ impl Plan {
                         "an empty batch has no graph; pass batch_size ≥ 1",
                     ));
                 }
+                check_size(b, 1, cols)?;
                 counts = vec![0; b];
                 for &e in batch {
+                    // In range: 0 ≤ e < needed ≤ b, and counts has b entries.
                     counts[e as usize] += 1;
                 }
             }
@@ -124,7 +131,7 @@ impl Plan {
         let b = counts.len();
         let largest = counts.iter().copied().max().unwrap_or(0);
         let max_nodes = max_num_nodes.unwrap_or(largest);
-        check_padded(b, max_nodes)?;
+        check_size(b, max_nodes, cols)?;
         let mut ptr = Vec::with_capacity(b + 1);
         ptr.push(0);
         let mut positions = Vec::with_capacity(n.min(b.saturating_mul(max_nodes)));
@@ -156,7 +163,12 @@ impl Plan {
     }
 
     /// The layout of dense input `[B, N, F]` with an optional mask `[B, N]` (row-major).
-    pub(crate) fn dense(b: usize, n: usize, mask: Option<&[bool]>) -> Result<Plan, LayerError> {
+    pub(crate) fn dense(
+        b: usize,
+        n: usize,
+        mask: Option<&[bool]>,
+        cols: usize,
+    ) -> Result<Plan, LayerError> {
         if b == 0 {
             return Err(LayerError::invalid_argument(
                 "x",
@@ -164,7 +176,7 @@ impl Plan {
                 "a dense batch needs at least one graph",
             ));
         }
-        check_padded(b, n)?;
+        check_size(b, n, cols)?;
         let all = mask.is_none_or(|m| m.iter().all(|&v| v));
         let mut ptr = Vec::with_capacity(b + 1);
         ptr.push(0);
@@ -198,13 +210,23 @@ impl Plan {
     }
 }
 
-/// Refuses a padded layout whose element count overflows.
-fn check_padded(b: usize, n: usize) -> Result<(), LayerError> {
-    if b.checked_mul(n).is_none() {
+/// Refuses a layout whose tensors could not be addressed: `B × max(N_max, 1) × cols`
+/// elements of up to 8 bytes must stay below `isize::MAX` bytes (Rust's limit on one
+/// allocation), so that a huge `batch` entry or `batch_size` is an error, not a
+/// capacity-overflow panic.
+pub(crate) fn check_size(b: usize, n_max: usize, cols: usize) -> Result<(), LayerError> {
+    let limit = isize::MAX as usize / 8;
+    let elems = b
+        .checked_mul(n_max.max(1))
+        .and_then(|r| r.checked_mul(cols.max(1)));
+    if elems.is_none_or(|e| e > limit) {
         return Err(LayerError::invalid_argument(
             "batch_size × max_num_nodes",
-            format!("{b} × {n}"),
-            "overflows the address space",
+            format!("{b} × {n_max}"),
+            format!(
+                "tensors of {b} × {} × {cols} values do not fit in memory",
+                n_max.max(1)
+            ),
         ));
     }
     Ok(())

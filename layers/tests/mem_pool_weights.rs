@@ -1,0 +1,139 @@
+//! PyG weights in and out of `MemPooling`: the reference cases' `param.*` tensors load
+//! under PyG's names and shapes (`conv.weight` is `[1, H, 1, 1]` in PyG, `[H]` here),
+//! save back byte-for-byte equal as a state dict, and give PyG's forward output.
+
+use std::path::PathBuf;
+
+use readout_layers::state_dict::{ParamView, save_params};
+use readout_layers::{
+    CaseArgs, LayerError, Mask, MemPooling, PoolArgs, PoolPath, StateDict, load_cases,
+};
+
+fn data_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data")
+}
+
+/// Loads a PyG state dict into the layer: every key with PyG's shape, nothing left.
+#[allow(clippy::result_large_err)]
+fn load_into(layer: &mut MemPooling, mut sd: StateDict) -> Result<(), LayerError> {
+    let pyg: Vec<Vec<usize>> = layer
+        .parameters()
+        .iter()
+        .map(|p| layer.pyg_shape(p.name()).unwrap())
+        .collect();
+    for (p, pyg_shape) in layer.parameters_mut().iter_mut().zip(pyg) {
+        let shape = p.value().shape().to_vec();
+        let name = p.name().to_string();
+        p.set_value(sd.take_reshaped(&name, &pyg_shape, &shape)?)?;
+    }
+    sd.finish()
+}
+
+#[allow(clippy::result_large_err)]
+fn save(layer: &MemPooling) -> Result<Vec<u8>, LayerError> {
+    let shapes: Vec<Vec<usize>> = layer
+        .parameters()
+        .iter()
+        .map(|p| layer.pyg_shape(p.name()).unwrap())
+        .collect();
+    let views: Vec<ParamView<'_>> = layer
+        .parameters()
+        .iter()
+        .zip(&shapes)
+        .map(|(p, s)| ParamView::with_shape(p.name(), s, p.value()))
+        .collect();
+    save_params(&views)
+}
+
+#[test]
+fn mem_pool_cases_load_save_and_match_pyg() {
+    let mut checked = 0;
+    for case in load_cases(data_dir()).unwrap() {
+        let CaseArgs::MemPooling(a) = &case.args else {
+            continue;
+        };
+        let mut layer = MemPooling::new(
+            a.in_channels,
+            a.out_channels,
+            a.heads,
+            a.num_clusters,
+            a.tau,
+        )
+        .unwrap();
+        // Same keys and (PyG) shapes as PyG's state_dict.
+        let mut ours: Vec<(String, Vec<usize>)> = layer
+            .parameters()
+            .iter()
+            .map(|p| (p.name().to_string(), layer.pyg_shape(p.name()).unwrap()))
+            .collect();
+        ours.sort();
+        let theirs: Vec<(String, Vec<usize>)> = case
+            .params
+            .names()
+            .map(|n| (n.to_string(), case.params.get(n).unwrap().shape().to_vec()))
+            .collect();
+        assert_eq!(ours, theirs, "{}", case.name);
+
+        load_into(&mut layer, case.params.clone()).unwrap();
+        let bytes = save(&layer).unwrap();
+        assert_eq!(
+            StateDict::from_bytes(&bytes).unwrap(),
+            case.params,
+            "{}",
+            case.name
+        );
+
+        let mut args = PoolArgs::new();
+        if let Some(b) = &case.batch {
+            args = args.batch(b);
+        }
+        if let Some(m) = &case.mask {
+            args = args.mask(Mask::new([m.shape[0], m.shape[1]], &m.values).unwrap());
+        }
+        if let Some(n) = case.forward.max_num_nodes {
+            args = args.max_num_nodes(n);
+        }
+        if let Some(b) = case.forward.batch_size {
+            args = args.batch_size(b);
+        }
+        for path in [PoolPath::Ragged, PoolPath::Dense] {
+            let (out, s) = layer.forward(&case.x, args.path(path)).unwrap();
+            let kl = MemPooling::kl_loss(&s).unwrap();
+            for (name, got) in [("out", out.data()), ("S", s.data()), ("kl_loss", &[kl][..])] {
+                let (err, at) = case.compare(name, got).unwrap();
+                assert!(
+                    err < 1e-4,
+                    "{} {path:?}: {name} error {err:e} at {at}",
+                    case.name
+                );
+            }
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, 7);
+}
+
+#[test]
+fn a_file_for_another_configuration_is_refused() {
+    let case = load_cases(data_dir())
+        .unwrap()
+        .into_iter()
+        .find(|c| c.name == "mp_pyg_test_shape")
+        .unwrap();
+    // Four heads instead of three: k and conv.weight are misshapen.
+    let mut layer = MemPooling::new(4, 8, 4, 2, 1.0).unwrap();
+    let e = load_into(&mut layer, case.params.clone()).unwrap_err();
+    assert!(
+        matches!(&e, LayerError::WrongShape { name, .. } if name == "k"),
+        "{e}"
+    );
+    // An EquilibriumAggregation file has none of the keys.
+    let eq = load_cases(data_dir())
+        .unwrap()
+        .into_iter()
+        .find(|c| c.name == "eq_two_sets")
+        .unwrap();
+    let mut layer = MemPooling::new(4, 8, 3, 2, 1.0).unwrap();
+    let e = load_into(&mut layer, eq.params.clone()).unwrap_err();
+    assert_eq!(e, LayerError::MissingTensor { name: "k".into() });
+}
