@@ -37,6 +37,8 @@ pub mod case;
 #[cfg(feature = "std")]
 mod json;
 #[cfg(feature = "std")]
+pub mod parity;
+#[cfg(feature = "std")]
 pub mod state_dict;
 
 pub use equilibrium::{EquilibriumAggregation, InnerGrad};

@@ -77,6 +77,15 @@ impl Layout {
             }
             Segments::Ptr(ptr) => {
                 let mut ptr = to_usize("ptr", ptr)?;
+                if let Some(&last) = ptr.last()
+                    && last != n
+                {
+                    return Err(LayerError::invalid_argument(
+                        "ptr",
+                        alloc::format!("{last} at position {}", ptr.len() - 1),
+                        alloc::format!("the last entry must be N = {n}, the number of rows of x"),
+                    ));
+                }
                 readout_core::check_ptr("EquilibriumAggregation", &ptr, n)?;
                 let sets = ptr.len() - 1;
                 let dim_size = dim_size.unwrap_or(sets);

@@ -52,6 +52,12 @@ use crate::error::LayerError;
 use crate::init;
 use crate::param::{Bound, Parameter, Parameters};
 use crate::segments::{Layout, Segments};
+#[cfg(feature = "std")]
+use crate::state_dict::StateDict;
+#[cfg(feature = "std")]
+use alloc::string::ToString;
+#[cfg(feature = "std")]
+use std::path::Path;
 
 /// How the inner gradients `∂E/∂y` are computed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,7 +66,9 @@ pub enum InnerGrad {
     /// differentiated with respect to every parameter and `x`, through the inner steps.
     Record,
     /// Computed eagerly and the energy's graph freed after each step: the same output,
-    /// far less memory and time, but nothing to differentiate afterwards.
+    /// far less memory and time, but nothing to differentiate afterwards. It computes
+    /// with the layer's own parameters, so the bound values must be those (as
+    /// [`Parameters::bind`] places them).
     Eager,
     /// Computed eagerly in the forward pass; the output's backward rule reverses the
     /// inner steps with Hessian-vector products on short per-chunk tapes. Gives the same
@@ -309,10 +317,15 @@ impl EquilibriumAggregation {
     /// # Errors
     /// [`LayerError::WrongShape`] if `x` is not `[N, in_channels]`;
     /// [`LayerError::LengthMismatch`] if `index` does not have `N` entries;
-    /// [`LayerError::InvalidArgument`] for a negative `index` or `ptr` entry, or a
-    /// `dim_size` smaller than `max(index) + 1` or than the sets `ptr` describes;
+    /// [`LayerError::InvalidArgument`] for a negative `index` or `ptr` entry, a `ptr`
+    /// whose last entry is not `N`, or a `dim_size` smaller than `max(index) + 1` or
+    /// than the sets `ptr` describes (or 0 for one set holding elements);
     /// [`LayerError::Core`] with [`readout_core::CoreError::BadPtr`] for a `ptr` that
-    /// does not start at 0, decreases, or does not end at `N`.
+    /// is empty, does not start at 0, or decreases;
+    /// [`LayerError::LengthMismatch`] (named `params`) when `params` was bound from
+    /// another configuration's parameters; [`LayerError::InvalidArgument`] (named
+    /// `params`, with the parameter's key) when, with [`InnerGrad::Eager`], a bound
+    /// value is not the layer's own.
     pub fn forward_on<T: Real>(
         &self,
         tape: &mut Tape<T>,
@@ -339,10 +352,37 @@ impl EquilibriumAggregation {
         }
         let layout = Layout::new(segments, xs[0], dim_size)?;
         let sets = layout.dim_size();
+        if sets == 0 {
+            // No set, nothing to optimise: an empty output that depends on nothing.
+            // (Running the loop would take the regulariser's mean over 0 rows, 0/0,
+            // and give NaN gradients for an output with no values.)
+            let empty = Tensor::filled(Shape::d2(0, self.idx.out_channels), T::ZERO);
+            return Ok(tape.constant(empty));
+        }
         if mode == InnerGrad::Adjoint {
             return adjoint::forward(tape, &self.idx, self.grad_iter, params, x, &layout);
         }
         if mode == InnerGrad::Eager {
+            // The eager engine reads the layer's own parameters; refuse bound values
+            // that differ rather than silently computing with other ones.
+            for (p, &v) in self.params.iter().zip(params.vars()) {
+                let bound = tape.value(v)?;
+                let same = bound.shape() == p.value().shape()
+                    && bound
+                        .data()
+                        .iter()
+                        .zip(p.value().data())
+                        .all(|(b, &o)| b.to_f64().to_bits() == f64::from(o).to_bits());
+                if !same {
+                    return Err(LayerError::invalid_argument(
+                        "params",
+                        p.name(),
+                        "InnerGrad::Eager computes with the layer's own parameters, and this \
+                         bound value differs from them (bind them with Parameters::bind, or \
+                         use InnerGrad::Record)",
+                    ));
+                }
+            }
             let xv: Vec<T> = tape.value(x)?.data().to_vec();
             let values = eager::values_of::<T>(&self.params);
             let y = eager::solve(&self.idx, &values, self.grad_iter, &xv, &layout);
@@ -373,5 +413,85 @@ impl EquilibriumAggregation {
             momentum = Some(m);
         }
         Ok(y)
+    }
+}
+
+/// PyG weights in and out (`std` feature).
+///
+/// In PyG, save with `safetensors.torch.save_file(model.state_dict(), "w.safetensors")`
+/// and load ours with `model.load_state_dict(safetensors.torch.load_file("w.safetensors"))`.
+///
+/// ```
+/// use readout_layers::{EquilibriumAggregation, StateDict};
+///
+/// # fn main() -> Result<(), readout_layers::LayerError> {
+/// let trained = EquilibriumAggregation::new(3, 2, &[8], 5, 0.1)?;
+/// let bytes = trained.state_dict_bytes()?;
+/// let loaded = EquilibriumAggregation::new(3, 2, &[8], 5, 0.1)?
+///     .with_state_dict(StateDict::from_bytes(&bytes)?)?;
+/// assert_eq!(loaded.parameters(), trained.parameters());
+/// # Ok(())
+/// # }
+/// ```
+#[cfg(feature = "std")]
+impl EquilibriumAggregation {
+    /// Replaces every parameter by the tensor of the same PyG `state_dict` key, as
+    /// PyG's `load_state_dict` (strict) does. The layer's configuration (channels,
+    /// hidden sizes, `grad_iter`) is not in a `state_dict`: build the layer with the
+    /// same constructor arguments as the PyG model first.
+    ///
+    /// All or nothing: every tensor is checked before any parameter changes.
+    ///
+    /// # Errors
+    /// [`LayerError::MissingTensor`], [`LayerError::WrongShape`] or
+    /// [`LayerError::UnexpectedTensors`] naming the tensor(s) at fault (a file saved
+    /// from a model with other hidden sizes gives one of these). Wrong element types
+    /// and non-finite values are refused when the [`StateDict`] is read.
+    pub fn load_state_dict(&mut self, state_dict: StateDict) -> Result<(), LayerError> {
+        self.params.load(state_dict)
+    }
+
+    /// [`load_state_dict`](Self::load_state_dict) in builder form.
+    ///
+    /// # Errors
+    /// As [`load_state_dict`](Self::load_state_dict).
+    pub fn with_state_dict(mut self, state_dict: StateDict) -> Result<Self, LayerError> {
+        self.load_state_dict(state_dict)?;
+        Ok(self)
+    }
+
+    /// Loads a safetensors file saved by PyG's
+    /// `safetensors.torch.save_file(model.state_dict(), path)`.
+    ///
+    /// # Errors
+    /// [`LayerError::Io`] or [`LayerError::Parse`] for an unreadable file,
+    /// [`LayerError::WrongDtype`] for a tensor that is neither `F32` nor `F64`,
+    /// [`LayerError::NonFinite`] for a NaN or an infinity, then as
+    /// [`load_state_dict`](Self::load_state_dict). Each names the tensor at fault.
+    pub fn load_state_dict_file(&mut self, path: impl AsRef<Path>) -> Result<(), LayerError> {
+        self.load_state_dict(StateDict::from_file(path)?)
+    }
+
+    /// The parameters as a safetensors buffer in PyG's `state_dict` form (keys, shapes,
+    /// `F32`), loadable by `model.load_state_dict(safetensors.torch.load(bytes))`.
+    ///
+    /// # Errors
+    /// [`LayerError::NonFinite`] naming a parameter that holds a NaN or an infinity.
+    pub fn state_dict_bytes(&self) -> Result<Vec<u8>, LayerError> {
+        self.params.to_bytes()
+    }
+
+    /// Writes [`state_dict_bytes`](Self::state_dict_bytes) to a file, loadable by
+    /// `model.load_state_dict(safetensors.torch.load_file(path))`.
+    ///
+    /// # Errors
+    /// As [`state_dict_bytes`](Self::state_dict_bytes); [`LayerError::Io`] when the
+    /// file cannot be written.
+    pub fn save_state_dict(&self, path: impl AsRef<Path>) -> Result<(), LayerError> {
+        let path = path.as_ref();
+        std::fs::write(path, self.state_dict_bytes()?).map_err(|e| LayerError::Io {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })
     }
 }

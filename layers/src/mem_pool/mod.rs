@@ -63,7 +63,13 @@ use readout_core::{Real, Shape, Tape, Tensor, Var};
 use crate::error::LayerError;
 use crate::init;
 use crate::param::{Bound, Parameter, Parameters};
+#[cfg(feature = "std")]
+use crate::state_dict::StateDict;
+#[cfg(feature = "std")]
+use alloc::string::{String, ToString};
 use plan::Plan;
+#[cfg(feature = "std")]
+use std::path::Path;
 
 /// Clamp of `kl_loss` (PyG's `EPS`).
 pub const KL_EPS: f64 = 1e-15;
@@ -750,5 +756,99 @@ impl MemPooling {
     /// [`LayerError::InvalidArgument`] unless `S` has rank 3 with `B ≥ 1`.
     pub fn kl_loss_on<T: Real>(tape: &mut Tape<T>, s: Var) -> Result<Var, LayerError> {
         kl::dense(tape, s)
+    }
+}
+
+/// PyG weights in and out (`std` feature).
+///
+/// In PyG, save with `safetensors.torch.save_file(model.state_dict(), "mp.safetensors")`
+/// and load ours with `model.load_state_dict(safetensors.torch.load_file("mp.safetensors"))`.
+/// `conv.weight` is `[H]` here and `[1, H, 1, 1]` in the file, as in PyG.
+///
+/// ```
+/// use readout_layers::{MemPooling, StateDict};
+///
+/// # fn main() -> Result<(), readout_layers::LayerError> {
+/// let trained = MemPooling::new(4, 8, 3, 2, 1.0)?;
+/// let bytes = trained.state_dict_bytes()?;
+/// let sd = StateDict::from_bytes(&bytes)?;
+/// assert_eq!(sd.get("conv.weight").unwrap().shape(), &[1, 3, 1, 1]);
+/// let loaded = MemPooling::new(4, 8, 3, 2, 1.0)?.with_state_dict(sd)?;
+/// assert_eq!(loaded.parameters(), trained.parameters());
+/// # Ok(())
+/// # }
+/// ```
+#[cfg(feature = "std")]
+impl MemPooling {
+    /// Each parameter's shape in PyG's `state_dict`.
+    fn pyg_shape_of(&self, p: &Parameter) -> Vec<usize> {
+        self.pyg_shape(p.name())
+            .unwrap_or_else(|| p.value().shape().to_vec())
+    }
+
+    /// Replaces every parameter by the tensor of the same PyG `state_dict` key (`k`,
+    /// `conv.weight` with PyG's shape `[1, H, 1, 1]`, `lin.weight`), as PyG's
+    /// `load_state_dict` (strict) does. Build the layer with the PyG model's constructor
+    /// arguments first. All or nothing: on error no parameter changes.
+    ///
+    /// # Errors
+    /// [`LayerError::MissingTensor`], [`LayerError::WrongShape`] or
+    /// [`LayerError::UnexpectedTensors`] naming the tensor(s) at fault. Wrong element
+    /// types and non-finite values are refused when the [`StateDict`] is read.
+    pub fn load_state_dict(&mut self, state_dict: StateDict) -> Result<(), LayerError> {
+        let shapes: Vec<(String, Vec<usize>)> = self
+            .params
+            .iter()
+            .map(|p| (p.name().to_string(), self.pyg_shape_of(p)))
+            .collect();
+        self.params.load_shaped(state_dict, |p| {
+            shapes
+                .iter()
+                .find(|(n, _)| n == p.name())
+                .map_or_else(|| p.value().shape().to_vec(), |(_, s)| s.clone())
+        })
+    }
+
+    /// [`load_state_dict`](Self::load_state_dict) in builder form.
+    ///
+    /// # Errors
+    /// As [`load_state_dict`](Self::load_state_dict).
+    pub fn with_state_dict(mut self, state_dict: StateDict) -> Result<Self, LayerError> {
+        self.load_state_dict(state_dict)?;
+        Ok(self)
+    }
+
+    /// Loads a safetensors file saved by PyG's
+    /// `safetensors.torch.save_file(model.state_dict(), path)`.
+    ///
+    /// # Errors
+    /// [`LayerError::Io`] or [`LayerError::Parse`] for an unreadable file,
+    /// [`LayerError::WrongDtype`] or [`LayerError::NonFinite`] naming the tensor, then
+    /// as [`load_state_dict`](Self::load_state_dict).
+    pub fn load_state_dict_file(&mut self, path: impl AsRef<Path>) -> Result<(), LayerError> {
+        self.load_state_dict(StateDict::from_file(path)?)
+    }
+
+    /// The parameters as a safetensors buffer in PyG's `state_dict` form (keys, PyG's
+    /// shapes, `F32`).
+    ///
+    /// # Errors
+    /// [`LayerError::NonFinite`] naming a parameter that holds a NaN or an infinity.
+    pub fn state_dict_bytes(&self) -> Result<Vec<u8>, LayerError> {
+        self.params.to_bytes_shaped(|p| self.pyg_shape_of(p))
+    }
+
+    /// Writes [`state_dict_bytes`](Self::state_dict_bytes) to a file, loadable by
+    /// `model.load_state_dict(safetensors.torch.load_file(path))`.
+    ///
+    /// # Errors
+    /// As [`state_dict_bytes`](Self::state_dict_bytes); [`LayerError::Io`] when the
+    /// file cannot be written.
+    pub fn save_state_dict(&self, path: impl AsRef<Path>) -> Result<(), LayerError> {
+        let path = path.as_ref();
+        std::fs::write(path, self.state_dict_bytes()?).map_err(|e| LayerError::Io {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })
     }
 }
