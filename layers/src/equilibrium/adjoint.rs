@@ -81,11 +81,7 @@ pub(crate) fn forward<T: Real>(
     layout: &Layout,
 ) -> Result<Var, LayerError> {
     let shapes: Vec<Shape> = idx.layout().into_iter().map(|(_, s)| s).collect();
-    let values: Vec<Vec<T>> = params
-        .vars()
-        .iter()
-        .map(|&v| tape.value(v).map(|t| t.data().to_vec()))
-        .collect::<Result<_, _>>()?;
+    let values = super::eager::bound_values(tape, params)?;
     let sorted = sort_by_set(tape.value(x)?.data(), idx.in_channels, layout);
     let mut traj = solve_sorted(idx, &values, grad_iter, &sorted, true);
     let y = traj.ys.last().cloned().unwrap_or_default();

@@ -27,7 +27,6 @@ use readout_kernels::gemm::{GemmShape, gemm};
 use readout_kernels::rows::{layer_norm_backward_rows, layer_norm_rows};
 
 use super::ParamIndex;
-use crate::param::Parameters;
 use crate::segments::Layout;
 
 /// Elements per block: small enough that a block's activations stay in L2.
@@ -60,17 +59,16 @@ struct Net<T> {
 /// Every parameter's values, in `state_dict` order.
 pub(crate) type Values<T> = [Vec<T>];
 
-/// The values of `Parameters` converted to `T`.
-pub(crate) fn values_of<T: Real>(p: &Parameters) -> Vec<Vec<T>> {
-    p.iter()
-        .map(|q| {
-            q.value()
-                .data()
-                .iter()
-                .map(|&v| T::from_f64(v as f64))
-                .collect()
-        })
-        .collect()
+/// The values of bound parameters, read from the tape.
+pub(crate) fn bound_values<T: Real>(
+    tape: &readout_core::Tape<T>,
+    params: &crate::param::Bound,
+) -> Result<Vec<Vec<T>>, crate::error::LayerError> {
+    let mut out = Vec::with_capacity(params.vars().len());
+    for &v in params.vars() {
+        out.push(tape.value(v)?.data().to_vec());
+    }
+    Ok(out)
 }
 
 fn cast<T: Real>(p: &Values<T>, i: usize) -> Vec<T> {

@@ -323,9 +323,7 @@ impl EquilibriumAggregation {
     /// [`LayerError::Core`] with [`readout_core::CoreError::BadPtr`] for a `ptr` that
     /// is empty, does not start at 0, or decreases;
     /// [`LayerError::LengthMismatch`] (named `params`) when `params` was bound from
-    /// another configuration's parameters; [`LayerError::InvalidArgument`] (named
-    /// `params`, with the parameter's key) when, with [`InnerGrad::Eager`], a bound
-    /// value is not the layer's own.
+    /// another configuration's parameters.
     pub fn forward_on<T: Real>(
         &self,
         tape: &mut Tape<T>,
@@ -363,28 +361,8 @@ impl EquilibriumAggregation {
             return adjoint::forward(tape, &self.idx, self.grad_iter, params, x, &layout);
         }
         if mode == InnerGrad::Eager {
-            // The eager engine reads the layer's own parameters; refuse bound values
-            // that differ rather than silently computing with other ones.
-            for (p, &v) in self.params.iter().zip(params.vars()) {
-                let bound = tape.value(v)?;
-                let same = bound.shape() == p.value().shape()
-                    && bound
-                        .data()
-                        .iter()
-                        .zip(p.value().data())
-                        .all(|(b, &o)| b.to_f64().to_bits() == f64::from(o).to_bits());
-                if !same {
-                    return Err(LayerError::invalid_argument(
-                        "params",
-                        p.name(),
-                        "InnerGrad::Eager computes with the layer's own parameters, and this \
-                         bound value differs from them (bind them with Parameters::bind, or \
-                         use InnerGrad::Record)",
-                    ));
-                }
-            }
             let xv: Vec<T> = tape.value(x)?.data().to_vec();
-            let values = eager::values_of::<T>(&self.params);
+            let values = eager::bound_values(tape, params)?;
             let y = eager::solve(&self.idx, &values, self.grad_iter, &xv, &layout);
             return Ok(tape.constant(Tensor::from_shape(
                 Shape::d2(sets, self.idx.out_channels),
