@@ -98,6 +98,23 @@ pub trait Real:
     fn softmax_rows_hook(x: &[Self], cols: usize, out: &mut [Self]) {
         crate::rows::reference::softmax_rows(x, cols, out)
     }
+    /// Fast-path hook behind [`crate::rows::layer_norm_rows`], called with checked
+    /// lengths and `cols > 0`. Same contract.
+    fn layer_norm_rows_hook(
+        x: &[Self],
+        cols: usize,
+        eps: Self,
+        affine: Option<(&[Self], &[Self])>,
+        out: &mut [Self],
+        stats: (&mut [Self], &mut [Self]),
+    ) {
+        crate::rows::reference::layer_norm_rows(x, cols, eps, affine, out, stats)
+    }
+    /// Fast-path hook behind [`crate::rows::layer_norm_backward_rows`], called with
+    /// checked lengths and a non-empty `rstd`. Same contract.
+    fn layer_norm_backward_rows_hook(xhat: &[Self], g: &[Self], rstd: &[Self], dx: &mut [Self]) {
+        crate::rows::reference::layer_norm_backward_rows(xhat, g, rstd, dx)
+    }
 }
 
 macro_rules! impl_real_math {
@@ -188,5 +205,18 @@ impl Real for f32 {
     }
     fn softmax_rows_hook(x: &[Self], cols: usize, out: &mut [Self]) {
         crate::rows::softmax_rows_f32(x, cols, out)
+    }
+    fn layer_norm_rows_hook(
+        x: &[Self],
+        cols: usize,
+        eps: Self,
+        affine: Option<(&[Self], &[Self])>,
+        out: &mut [Self],
+        stats: (&mut [Self], &mut [Self]),
+    ) {
+        crate::rows::layer_norm_rows_f32(x, cols, eps, affine, out, stats)
+    }
+    fn layer_norm_backward_rows_hook(xhat: &[Self], g: &[Self], rstd: &[Self], dx: &mut [Self]) {
+        crate::rows::layer_norm_backward_rows_f32(xhat, g, rstd, dx)
     }
 }
