@@ -4,7 +4,7 @@
 use core::fmt::{Debug, Display};
 use core::ops::{Add, AddAssign, Div, DivAssign, Mul, MulAssign, Neg, Sub, SubAssign};
 
-use crate::elementwise::Unary;
+use crate::elementwise::{Binary, Broadcast, Unary};
 use crate::gemm::GemmShape;
 
 /// A real floating-point element type: `f32` or `f64`.
@@ -93,6 +93,18 @@ pub trait Real:
     /// Fast-path hook behind [`crate::elementwise::unary`]. Same contract.
     fn unary_hook(op: Unary<Self>, x: &[Self], out: &mut [Self]) {
         crate::elementwise::reference::unary(op, x, out)
+    }
+    /// Fast-path hook behind [`crate::elementwise::binary`], called with checked
+    /// lengths, a non-empty `a` and `cols > 0`. Same contract.
+    fn binary_hook(
+        op: Binary,
+        a: &[Self],
+        b: &[Self],
+        bcast: Broadcast,
+        cols: usize,
+        out: &mut [Self],
+    ) {
+        crate::elementwise::reference::binary(op, a, b, bcast, cols, out)
     }
     /// Fast-path hook behind [`crate::rows::softmax_rows`]. Same contract.
     fn softmax_rows_hook(x: &[Self], cols: usize, out: &mut [Self]) {
@@ -205,6 +217,16 @@ impl Real for f32 {
     }
     fn softmax_rows_hook(x: &[Self], cols: usize, out: &mut [Self]) {
         crate::rows::softmax_rows_f32(x, cols, out)
+    }
+    fn binary_hook(
+        op: Binary,
+        a: &[Self],
+        b: &[Self],
+        bcast: Broadcast,
+        cols: usize,
+        out: &mut [Self],
+    ) {
+        crate::elementwise::binary_f32(op, a, b, bcast, cols, out)
     }
     fn layer_norm_rows_hook(
         x: &[Self],
