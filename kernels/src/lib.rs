@@ -33,8 +33,9 @@
 //! Why not `wide` alone: `wide` picks its instruction set when `wide` itself is
 //! compiled, so in a default x86-64 build its `f32x8` is two SSE halves, and wrapping
 //! its calls in `#[target_feature]` functions does not change that. Measured on the
-//! development machine (AMD Zen 4), the GEMM runs at ~14 GFLOP/s on that path against
-//! ~95 GFLOP/s with AVX2 + FMA (see `README.md` for the table).
+//! development machine (AMD Zen 4, shared with other jobs), the GEMM on the `wide`
+//! path of a default build does about a quarter of the work per CPU-second of the
+//! AVX2 path (13–20 against 50–75 GFLOP/s; `README.md` has the tables).
 //!
 //! The kernels are written once, generic over a small vector trait (`simd::Simd`)
 //! implemented for AVX2 and for `wide`; the AVX2 instance is compiled inside
