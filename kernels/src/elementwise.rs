@@ -215,6 +215,66 @@ impl Broadcast {
 /// # Panics
 /// If the lengths do not fit (`cols` must divide `a.len()` unless `a` is empty).
 pub fn binary<T: Real>(op: Binary, a: &[T], b: &[T], bcast: Broadcast, cols: usize, out: &mut [T]) {
+    check_binary(a, b, bcast, cols, out);
+    if a.is_empty() {
+        return;
+    }
+    T::binary_hook(op, a, b, bcast, cols, out)
+}
+
+/// [`binary`] for `f32` on a given [`Path`] instead of the dispatched one (tests,
+/// benchmarks).
+///
+/// # Panics
+/// As [`binary`], and if `path` is not available here.
+pub fn binary_with(
+    path: Path,
+    op: Binary,
+    a: &[f32],
+    b: &[f32],
+    bcast: Broadcast,
+    cols: usize,
+    out: &mut [f32],
+) {
+    dispatch::assert_available(path);
+    check_binary(a, b, bcast, cols, out);
+    if !a.is_empty() {
+        fast::binary_on(
+            path,
+            fast::BinaryArgs {
+                op,
+                a,
+                b,
+                bcast,
+                cols,
+                out,
+            },
+        )
+    }
+}
+
+/// The `f32` fast path behind [`Real::binary_hook`].
+pub(crate) fn binary_f32(
+    op: Binary,
+    a: &[f32],
+    b: &[f32],
+    bcast: Broadcast,
+    cols: usize,
+    out: &mut [f32],
+) {
+    let args = fast::BinaryArgs {
+        op,
+        a,
+        b,
+        bcast,
+        cols,
+        out,
+    };
+    fast::binary_on(dispatch::active(), args)
+}
+
+/// The length checks of [`binary`].
+fn check_binary<T: Real>(a: &[T], b: &[T], bcast: Broadcast, cols: usize, out: &[T]) {
     assert_eq!(a.len(), out.len(), "binary: a and out differ in length");
     if a.is_empty() {
         return;
@@ -231,33 +291,6 @@ pub fn binary<T: Real>(op: Binary, a: &[T], b: &[T], bcast: Broadcast, cols: usi
         bcast.b_len(rows, cols),
         "binary: b has the wrong length for {bcast:?}"
     );
-    match bcast {
-        Broadcast::Same => {
-            for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
-                *o = op.apply(x, y);
-            }
-        }
-        Broadcast::Scalar => {
-            let y = b[0];
-            for (o, &x) in out.iter_mut().zip(a) {
-                *o = op.apply(x, y);
-            }
-        }
-        Broadcast::Row => {
-            for (orow, arow) in out.chunks_exact_mut(cols).zip(a.chunks_exact(cols)) {
-                for ((o, &x), &y) in orow.iter_mut().zip(arow).zip(b) {
-                    *o = op.apply(x, y);
-                }
-            }
-        }
-        Broadcast::Col => {
-            for ((orow, arow), &y) in out.chunks_exact_mut(cols).zip(a.chunks_exact(cols)).zip(b) {
-                for (o, &x) in orow.iter_mut().zip(arow) {
-                    *o = op.apply(x, y);
-                }
-            }
-        }
-    }
 }
 
 /// `y += alpha · x`.
@@ -273,13 +306,54 @@ pub fn axpy<T: Real>(alpha: T, x: &[T], y: &mut [T]) {
 
 /// Scalar reference implementations of the accelerated elementwise kernels.
 pub mod reference {
-    use super::Unary;
+    use super::{Binary, Broadcast, Unary};
     use crate::Real;
 
     /// `out[i] = op(x[i])`, one value at a time.
     pub fn unary<T: Real>(op: Unary<T>, x: &[T], out: &mut [T]) {
         for (o, &v) in out.iter_mut().zip(x) {
             *o = op.apply(v);
+        }
+    }
+
+    /// `out = a ∘ b` with `b` broadcast, one value at a time. Lengths already checked
+    /// by [`super::binary`], `cols > 0`.
+    pub fn binary<T: Real>(
+        op: Binary,
+        a: &[T],
+        b: &[T],
+        bcast: Broadcast,
+        cols: usize,
+        out: &mut [T],
+    ) {
+        match bcast {
+            Broadcast::Same => {
+                for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+                    *o = op.apply(x, y);
+                }
+            }
+            Broadcast::Scalar => {
+                let y = b[0];
+                for (o, &x) in out.iter_mut().zip(a) {
+                    *o = op.apply(x, y);
+                }
+            }
+            Broadcast::Row => {
+                for (orow, arow) in out.chunks_exact_mut(cols).zip(a.chunks_exact(cols)) {
+                    for ((o, &x), &y) in orow.iter_mut().zip(arow).zip(b) {
+                        *o = op.apply(x, y);
+                    }
+                }
+            }
+            Broadcast::Col => {
+                for ((orow, arow), &y) in
+                    out.chunks_exact_mut(cols).zip(a.chunks_exact(cols)).zip(b)
+                {
+                    for (o, &x) in orow.iter_mut().zip(arow) {
+                        *o = op.apply(x, y);
+                    }
+                }
+            }
         }
     }
 }

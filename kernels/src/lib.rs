@@ -16,6 +16,40 @@
 //! gemm(&GemmShape::new(2, 2, 3), 1.0, &a, &b, 0.0, &mut c);
 //! assert_eq!(c, [4.0, 5.0, 10.0, 11.0]);
 //! ```
+//!
+//! # Fast paths and how one is chosen
+//!
+//! The `f32` kernels (GEMM, the transcendental elementwise functions, row softmax)
+//! exist in three versions, listed by [`Path`]; [`dispatch`] picks one:
+//!
+//! - **AVX2 + FMA** (`core::arch` intrinsics), picked at run time with the default
+//!   `std` feature when the CPU has both (`is_x86_feature_detected!`, checked once and
+//!   cached in an atomic). So a plain `cargo build --release`, with no `RUSTFLAGS`,
+//!   runs the AVX2 code on any AVX2 machine and still runs on older x86-64 CPUs.
+//!   Without `std` it is picked only when the build enables `avx2` and `fma`.
+//! - **portable**, on `wide::f32x8`: for other CPUs and targets.
+//! - **scalar**: the reference code, also the fallback of last resort.
+//!
+//! Why not `wide` alone: `wide` picks its instruction set when `wide` itself is
+//! compiled, so in a default x86-64 build its `f32x8` is two SSE halves, and wrapping
+//! its calls in `#[target_feature]` functions does not change that. Measured on the
+//! development machine (AMD Zen 4, shared with other jobs), the GEMM on the `wide`
+//! path of a default build does about a quarter of the work per CPU-second of the
+//! AVX2 path (13–20 against 50–75 GFLOP/s; `README.md` has the tables).
+//!
+//! The kernels are written once, generic over a small vector trait (`simd::Simd`)
+//! implemented for AVX2 and for `wide`; the AVX2 instance is compiled inside
+//! `#[target_feature(enable = "avx2,fma")]` functions with everything below them
+//! `#[inline(always)]`, so the intrinsics are inlined into code generated for AVX2.
+//! Tests and benchmarks can run a given path through the `*_with` functions
+//! ([`gemm::gemm_with`], [`elementwise::unary_with`], [`rows::softmax_rows_with`]) or
+//! force one process-wide with [`dispatch::set_path`].
+//!
+//! `unsafe` is confined to small functions, each with a `// SAFETY:` comment: the
+//! AVX2 intrinsics (sound because the `Avx2` token only exists after detection), the
+//! `#[target_feature]` entry points, the micro-kernel's unchecked loads of `A` (bounds
+//! asserted once per tile) and the view of the packing buffer after it is filled.
+//!
 #![no_std]
 #![warn(missing_docs)]
 

@@ -4,7 +4,7 @@
 use core::fmt::{Debug, Display};
 use core::ops::{Add, AddAssign, Div, DivAssign, Mul, MulAssign, Neg, Sub, SubAssign};
 
-use crate::elementwise::Unary;
+use crate::elementwise::{Binary, Broadcast, Unary};
 use crate::gemm::GemmShape;
 
 /// A real floating-point element type: `f32` or `f64`.
@@ -94,9 +94,38 @@ pub trait Real:
     fn unary_hook(op: Unary<Self>, x: &[Self], out: &mut [Self]) {
         crate::elementwise::reference::unary(op, x, out)
     }
+    /// Fast-path hook behind [`crate::elementwise::binary`], called with checked
+    /// lengths, a non-empty `a` and `cols > 0`. Same contract.
+    fn binary_hook(
+        op: Binary,
+        a: &[Self],
+        b: &[Self],
+        bcast: Broadcast,
+        cols: usize,
+        out: &mut [Self],
+    ) {
+        crate::elementwise::reference::binary(op, a, b, bcast, cols, out)
+    }
     /// Fast-path hook behind [`crate::rows::softmax_rows`]. Same contract.
     fn softmax_rows_hook(x: &[Self], cols: usize, out: &mut [Self]) {
         crate::rows::reference::softmax_rows(x, cols, out)
+    }
+    /// Fast-path hook behind [`crate::rows::layer_norm_rows`], called with checked
+    /// lengths and `cols > 0`. Same contract.
+    fn layer_norm_rows_hook(
+        x: &[Self],
+        cols: usize,
+        eps: Self,
+        affine: Option<(&[Self], &[Self])>,
+        out: &mut [Self],
+        stats: (&mut [Self], &mut [Self]),
+    ) {
+        crate::rows::reference::layer_norm_rows(x, cols, eps, affine, out, stats)
+    }
+    /// Fast-path hook behind [`crate::rows::layer_norm_backward_rows`], called with
+    /// checked lengths and a non-empty `rstd`. Same contract.
+    fn layer_norm_backward_rows_hook(xhat: &[Self], g: &[Self], rstd: &[Self], dx: &mut [Self]) {
+        crate::rows::reference::layer_norm_backward_rows(xhat, g, rstd, dx)
     }
 }
 
@@ -188,5 +217,28 @@ impl Real for f32 {
     }
     fn softmax_rows_hook(x: &[Self], cols: usize, out: &mut [Self]) {
         crate::rows::softmax_rows_f32(x, cols, out)
+    }
+    fn binary_hook(
+        op: Binary,
+        a: &[Self],
+        b: &[Self],
+        bcast: Broadcast,
+        cols: usize,
+        out: &mut [Self],
+    ) {
+        crate::elementwise::binary_f32(op, a, b, bcast, cols, out)
+    }
+    fn layer_norm_rows_hook(
+        x: &[Self],
+        cols: usize,
+        eps: Self,
+        affine: Option<(&[Self], &[Self])>,
+        out: &mut [Self],
+        stats: (&mut [Self], &mut [Self]),
+    ) {
+        crate::rows::layer_norm_rows_f32(x, cols, eps, affine, out, stats)
+    }
+    fn layer_norm_backward_rows_hook(xhat: &[Self], g: &[Self], rstd: &[Self], dx: &mut [Self]) {
+        crate::rows::layer_norm_backward_rows_f32(xhat, g, rstd, dx)
     }
 }

@@ -54,6 +54,81 @@ pub(crate) fn softmax_rows_f32(x: &[f32], cols: usize, out: &mut [f32]) {
     fast::softmax_rows_on(dispatch::active(), x, cols, out)
 }
 
+/// [`layer_norm_rows`] for `f32` on a given [`Path`] instead of the dispatched one
+/// (tests, benchmarks).
+///
+/// # Panics
+/// As [`layer_norm_rows`], and if `path` is not available here.
+pub fn layer_norm_rows_with(
+    path: Path,
+    x: &[f32],
+    cols: usize,
+    eps: f32,
+    affine: Option<(&[f32], &[f32])>,
+    out: &mut [f32],
+    stats: (&mut [f32], &mut [f32]),
+) {
+    dispatch::assert_available(path);
+    let (mean, rstd) = stats;
+    check_layer_norm(x, cols, affine, out, mean, rstd);
+    if cols > 0 {
+        let args = fast::LayerNormArgs {
+            x,
+            cols,
+            eps,
+            affine,
+            out,
+            mean,
+            rstd,
+        };
+        fast::layer_norm_rows_on(path, args)
+    }
+}
+
+/// The `f32` fast path behind [`Real::layer_norm_rows_hook`].
+pub(crate) fn layer_norm_rows_f32(
+    x: &[f32],
+    cols: usize,
+    eps: f32,
+    affine: Option<(&[f32], &[f32])>,
+    out: &mut [f32],
+    (mean, rstd): (&mut [f32], &mut [f32]),
+) {
+    let args = fast::LayerNormArgs {
+        x,
+        cols,
+        eps,
+        affine,
+        out,
+        mean,
+        rstd,
+    };
+    fast::layer_norm_rows_on(dispatch::active(), args)
+}
+
+/// [`layer_norm_backward_rows`] for `f32` on a given [`Path`] (tests, benchmarks).
+///
+/// # Panics
+/// As [`layer_norm_backward_rows`], and if `path` is not available here.
+pub fn layer_norm_backward_rows_with(
+    path: Path,
+    xhat: &[f32],
+    g: &[f32],
+    rstd: &[f32],
+    dx: &mut [f32],
+) {
+    dispatch::assert_available(path);
+    check_layer_norm_backward(xhat, g, dx);
+    if !rstd.is_empty() {
+        fast::layer_norm_backward_rows_on(path, xhat, g, rstd, dx)
+    }
+}
+
+/// The `f32` fast path behind [`Real::layer_norm_backward_rows_hook`].
+pub(crate) fn layer_norm_backward_rows_f32(xhat: &[f32], g: &[f32], rstd: &[f32], dx: &mut [f32]) {
+    fast::layer_norm_backward_rows_on(dispatch::active(), xhat, g, rstd, dx)
+}
+
 /// Layer normalisation of every row, PyTorch's definition (biased variance):
 /// `out = (x − mean) / √(var + eps) · weight + bias`. Writes each row's mean and
 /// `1/√(var + eps)` to `mean` and `rstd` (one value per row) for the backward pass.
@@ -70,6 +145,22 @@ pub fn layer_norm_rows<T: Real>(
     stats: (&mut [T], &mut [T]),
 ) {
     let (mean, rstd) = stats;
+    check_layer_norm(x, cols, affine, out, mean, rstd);
+    if cols == 0 {
+        return;
+    }
+    T::layer_norm_rows_hook(x, cols, eps, affine, out, (mean, rstd))
+}
+
+/// The length checks of [`layer_norm_rows`].
+fn check_layer_norm<T: Real>(
+    x: &[T],
+    cols: usize,
+    affine: Option<(&[T], &[T])>,
+    out: &[T],
+    mean: &[T],
+    rstd: &[T],
+) {
     assert_eq!(
         x.len(),
         out.len(),
@@ -91,41 +182,6 @@ pub fn layer_norm_rows<T: Real>(
             "layer_norm_rows: weight/bias need cols values"
         );
     }
-    if cols == 0 {
-        return;
-    }
-    let n = T::from_usize(cols);
-    for (r, (xrow, orow)) in x
-        .chunks_exact(cols)
-        .zip(out.chunks_exact_mut(cols))
-        .enumerate()
-    {
-        let mut s = T::ZERO;
-        for &v in xrow {
-            s += v;
-        }
-        let mu = s / n;
-        let mut ss = T::ZERO;
-        for &v in xrow {
-            let d = v - mu;
-            ss += d * d;
-        }
-        let rs = T::ONE / (ss / n + eps).sqrt();
-        mean[r] = mu;
-        rstd[r] = rs;
-        match affine {
-            Some((w, b)) => {
-                for (((o, &v), &wi), &bi) in orow.iter_mut().zip(xrow).zip(w).zip(b) {
-                    *o = (v - mu) * rs * wi + bi;
-                }
-            }
-            None => {
-                for (o, &v) in orow.iter_mut().zip(xrow) {
-                    *o = (v - mu) * rs;
-                }
-            }
-        }
-    }
 }
 
 /// Backward of [`layer_norm_rows`] without its affine part: given `xhat = (x − mean)·rstd`
@@ -134,6 +190,15 @@ pub fn layer_norm_rows<T: Real>(
 /// # Panics
 /// If the lengths do not fit.
 pub fn layer_norm_backward_rows<T: Real>(xhat: &[T], g: &[T], rstd: &[T], dx: &mut [T]) {
+    check_layer_norm_backward(xhat, g, dx);
+    if rstd.is_empty() {
+        return;
+    }
+    T::layer_norm_backward_rows_hook(xhat, g, rstd, dx)
+}
+
+/// The length checks of [`layer_norm_backward_rows`].
+fn check_layer_norm_backward<T: Real>(xhat: &[T], g: &[T], dx: &[T]) {
     assert_eq!(
         xhat.len(),
         g.len(),
@@ -144,31 +209,6 @@ pub fn layer_norm_backward_rows<T: Real>(xhat: &[T], g: &[T], rstd: &[T], dx: &m
         dx.len(),
         "layer_norm_backward_rows: xhat and dx differ in length"
     );
-    if rstd.is_empty() {
-        return;
-    }
-    let cols = xhat.len() / rstd.len();
-    if cols == 0 {
-        return;
-    }
-    let n = T::from_usize(cols);
-    for (r, ((xr, gr), dr)) in xhat
-        .chunks_exact(cols)
-        .zip(g.chunks_exact(cols))
-        .zip(dx.chunks_exact_mut(cols))
-        .enumerate()
-    {
-        let mut sg = T::ZERO;
-        let mut sgx = T::ZERO;
-        for (&xh, &gi) in xr.iter().zip(gr) {
-            sg += gi;
-            sgx += gi * xh;
-        }
-        let (mg, mgx) = (sg / n, sgx / n);
-        for ((d, &xh), &gi) in dr.iter_mut().zip(xr).zip(gr) {
-            *d = rstd[r] * (gi - mg - xh * mgx);
-        }
-    }
 }
 
 /// `out[r] = Σ_c a[r, c] · b[r, c]`.
@@ -257,6 +297,78 @@ pub mod reference {
             let inv = T::ONE / s;
             for o in or.iter_mut() {
                 *o *= inv;
+            }
+        }
+    }
+
+    /// Layer norm forward, two passes per row (mean, then centred sum of squares).
+    /// Lengths already checked by [`super::layer_norm_rows`]; `cols > 0`.
+    pub fn layer_norm_rows<T: Real>(
+        x: &[T],
+        cols: usize,
+        eps: T,
+        affine: Option<(&[T], &[T])>,
+        out: &mut [T],
+        stats: (&mut [T], &mut [T]),
+    ) {
+        let (mean, rstd) = stats;
+        let n = T::from_usize(cols);
+        for (r, (xrow, orow)) in x
+            .chunks_exact(cols)
+            .zip(out.chunks_exact_mut(cols))
+            .enumerate()
+        {
+            let mut s = T::ZERO;
+            for &v in xrow {
+                s += v;
+            }
+            let mu = s / n;
+            let mut ss = T::ZERO;
+            for &v in xrow {
+                let d = v - mu;
+                ss += d * d;
+            }
+            let rs = T::ONE / (ss / n + eps).sqrt();
+            mean[r] = mu;
+            rstd[r] = rs;
+            match affine {
+                Some((w, b)) => {
+                    for (((o, &v), &wi), &bi) in orow.iter_mut().zip(xrow).zip(w).zip(b) {
+                        *o = (v - mu) * rs * wi + bi;
+                    }
+                }
+                None => {
+                    for (o, &v) in orow.iter_mut().zip(xrow) {
+                        *o = (v - mu) * rs;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Layer norm backward (no affine part). Lengths already checked by
+    /// [`super::layer_norm_backward_rows`]; `rstd` is not empty.
+    pub fn layer_norm_backward_rows<T: Real>(xhat: &[T], g: &[T], rstd: &[T], dx: &mut [T]) {
+        let cols = xhat.len() / rstd.len();
+        if cols == 0 {
+            return;
+        }
+        let n = T::from_usize(cols);
+        for (r, ((xr, gr), dr)) in xhat
+            .chunks_exact(cols)
+            .zip(g.chunks_exact(cols))
+            .zip(dx.chunks_exact_mut(cols))
+            .enumerate()
+        {
+            let mut sg = T::ZERO;
+            let mut sgx = T::ZERO;
+            for (&xh, &gi) in xr.iter().zip(gr) {
+                sg += gi;
+                sgx += gi * xh;
+            }
+            let (mg, mgx) = (sg / n, sgx / n);
+            for ((d, &xh), &gi) in dr.iter_mut().zip(xr).zip(gr) {
+                *d = rstd[r] * (gi - mg - xh * mgx);
             }
         }
     }

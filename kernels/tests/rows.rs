@@ -2,7 +2,10 @@
 
 use proptest::prelude::*;
 use readout_kernels::Path;
-use readout_kernels::rows::{softmax_rows, softmax_rows_with};
+use readout_kernels::rows::{
+    layer_norm_backward_rows_with, layer_norm_rows, layer_norm_rows_with, softmax_rows,
+    softmax_rows_with,
+};
 
 fn paths() -> Vec<Path> {
     Path::ALL.into_iter().filter(|p| p.is_available()).collect()
@@ -74,4 +77,100 @@ fn dispatched_softmax() {
     softmax_rows(&x, 17, &mut a);
     softmax_rows_with(readout_kernels::dispatch::best(), &x, 17, &mut b);
     assert_eq!(a, b);
+}
+
+fn lcg_values(len: usize, seed: u32, scale: f32, shift: f32) -> Vec<f32> {
+    (0..len as u32)
+        .map(|i| {
+            let u = (i.wrapping_mul(2_654_435_761) ^ seed).wrapping_mul(747_796_405) as f32;
+            (u / u32::MAX as f32 - 0.5) * scale + shift
+        })
+        .collect()
+}
+
+proptest! {
+    /// Layer norm forward on every path against the scalar reference. Both compute
+    /// the same two-pass formulas; sums differ in order only (≤ cols·ε relative each),
+    /// hence bounds of the form `(2·cols + 16)·ε` relative to each term's magnitude.
+    #[test]
+    fn layer_norm_matches_reference(
+        rows in 0usize..5,
+        cols in prop_oneof![prop::sample::select(&[1usize, 7, 8, 9, 15, 16, 17, 31, 33][..]), 1usize..80],
+        off in 0usize..4,
+        shift in prop::sample::select(&[0.0f32, 5.0, -30.0][..]),
+        affine in any::<bool>(),
+        seed in any::<u32>(),
+    ) {
+        let n = rows * cols;
+        let buf = lcg_values(n + off, seed, 4.0, shift);
+        let x = &buf[off..];
+        let w = lcg_values(cols, seed ^ 1, 2.0, 1.0);
+        let b = lcg_values(cols, seed ^ 2, 2.0, 0.0);
+        let aff = if affine { Some((&w[..], &b[..])) } else { None };
+        let eps = 1e-5f32;
+        let (mut out0, mut mean0, mut rstd0) = (vec![0.0f32; n], vec![0.0f32; rows], vec![0.0f32; rows]);
+        layer_norm_rows_with(Path::Scalar, x, cols, eps, aff, &mut out0, (&mut mean0, &mut rstd0));
+        let tol = (2.0 * cols as f32 + 16.0) * f32::EPSILON;
+        for path in paths() {
+            let (mut out, mut mean, mut rstd) = (vec![0.0f32; n], vec![0.0f32; rows], vec![0.0f32; rows]);
+            layer_norm_rows_with(path, x, cols, eps, aff, &mut out, (&mut mean, &mut rstd));
+            for r in 0..rows {
+                let row = &x[r * cols..(r + 1) * cols];
+                let mag = row.iter().map(|v| v.abs()).sum::<f32>() / cols as f32;
+                prop_assert!((mean[r] - mean0[r]).abs() <= tol * mag, "{:?} mean", path);
+                prop_assert!((rstd[r] - rstd0[r]).abs() <= tol * rstd0[r], "{:?} rstd", path);
+                for c in 0..cols {
+                    let i = r * cols + c;
+                    let xhat = (row[c] - mean0[r]) * rstd0[r];
+                    let (wc, bc) = if affine { (w[c].abs(), b[c].abs()) } else { (1.0, 0.0) };
+                    let bound = tol * ((1.0 + xhat.abs() + mag * rstd0[r]) * wc + bc);
+                    prop_assert!((out[i] - out0[i]).abs() <= bound, "{:?} out[{}] {} vs {}", path, i, out[i], out0[i]);
+                }
+            }
+        }
+    }
+
+    /// Layer norm backward on every path against the scalar reference.
+    #[test]
+    fn layer_norm_backward_matches_reference(
+        rows in 1usize..5,
+        cols in prop_oneof![prop::sample::select(&[1usize, 7, 8, 9, 15, 16, 17, 31, 33][..]), 1usize..80],
+        off in 0usize..4,
+        seed in any::<u32>(),
+    ) {
+        let n = rows * cols;
+        let xbuf = lcg_values(n + off, seed, 3.0, 0.0);
+        let g = lcg_values(n, seed ^ 7, 2.0, 0.3);
+        let rstd = lcg_values(rows, seed ^ 9, 1.0, 1.0);
+        let xhat = &xbuf[off..];
+        let mut want = vec![0.0f32; n];
+        layer_norm_backward_rows_with(Path::Scalar, xhat, &g, &rstd, &mut want);
+        let tol = (2.0 * cols as f32 + 8.0) * f32::EPSILON;
+        for path in paths() {
+            let mut got = vec![0.0f32; n];
+            layer_norm_backward_rows_with(path, xhat, &g, &rstd, &mut got);
+            for r in 0..rows {
+                let (xr, gr) = (&xhat[r * cols..(r + 1) * cols], &g[r * cols..(r + 1) * cols]);
+                let mg = gr.iter().map(|v| v.abs()).sum::<f32>() / cols as f32;
+                let mgx = gr.iter().zip(xr).map(|(a, b)| (a * b).abs()).sum::<f32>() / cols as f32;
+                for c in 0..cols {
+                    let i = r * cols + c;
+                    let bound = tol * rstd[r].abs() * (gr[c].abs() + mg + xr[c].abs() * mgx) + 1e-30;
+                    prop_assert!((got[i] - want[i]).abs() <= bound, "{:?} dx[{}] {} vs {}", path, i, got[i], want[i]);
+                }
+            }
+        }
+    }
+}
+
+/// The dispatched layer norm equals the best path's.
+#[test]
+fn dispatched_layer_norm() {
+    let x = lcg_values(3 * 19, 5, 2.0, 1.0);
+    let (mut a, mut ma, mut ra) = (vec![0.0; 57], vec![0.0; 3], vec![0.0; 3]);
+    let (mut b, mut mb, mut rb) = (vec![0.0; 57], vec![0.0; 3], vec![0.0; 3]);
+    layer_norm_rows(&x, 19, 1e-5, None, &mut a, (&mut ma, &mut ra));
+    let best = readout_kernels::dispatch::best();
+    layer_norm_rows_with(best, &x, 19, 1e-5, None, &mut b, (&mut mb, &mut rb));
+    assert_eq!((a, ma, ra), (b, mb, rb));
 }

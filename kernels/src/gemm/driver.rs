@@ -7,8 +7,9 @@
 //!    `op(B)[pc.., jc..]` is packed once into a 64 KiB stack buffer
 //!    ([`PACK_CAP`] values), which also bounds `nc` (`kc · nc ≤ PACK_CAP`, so
 //!    `nc ≥ 64`; with `K ≤ 128` and `N ≤ 128` all of `B` is packed once per call);
-//! 3. `ic`: row blocks of [`MR`] = 6 rows of `C`, `A` read in place;
-//! 4. `jr`: the 16-column panels of the packed block, one micro-kernel call each.
+//! 3. `ic`: blocks of [`MC`] = 120 rows of `A` (read in place, not packed);
+//! 4. `jr`: the 16-column panels of the packed block (one panel stays in L1);
+//! 5. `ir`: tiles of [`MR`] = 6 rows, one micro-kernel call each.
 //!
 //! The first `K` block applies `beta`; later ones accumulate into `C` (`beta = 1`).
 //! The block sizes depend only on `K` and `N`, never on `M`, so a row of `C` gets the
@@ -23,6 +24,9 @@ use crate::simd::Simd;
 
 /// Steps of the shared dimension per packed block.
 pub(super) const KC: usize = 256;
+/// Rows of `A` per block: the block (`MC × KC` values, 120 KiB at most) stays in L2
+/// while every panel of `B` passes over it. A multiple of [`MR`].
+pub(super) const MC: usize = 20 * MR;
 /// Capacity of the packing buffer in values (64 KiB: fits L2, leaves room on small
 /// thread stacks).
 pub(super) const PACK_CAP: usize = 16 * 1024;
@@ -57,29 +61,29 @@ pub(super) fn gemm<S: Simd>(
             let kc = KC.min(k - pc);
             let packed = pack_b(sh, b, (pc, kc), (jc, nc), &mut buf);
             let beta_here = Beta::new(if pc == 0 { beta } else { 1.0 });
-            let mut ic = 0;
-            while ic < m {
-                let mr = MR.min(m - ic);
-                let rows = RowBlock {
+            for ic in (0..m).step_by(MC) {
+                let block = Block {
                     a: &a[ic * rs + pc * cs..],
                     strides: (rs, cs),
+                    rows: MC.min(m - ic),
                     kc,
                     packed,
                     nc,
                     alpha,
                     beta: beta_here,
                 };
-                rows.run(s, mr, &mut c[ic * sh.ldc + jc..], sh.ldc);
-                ic += mr;
+                block.run(s, &mut c[ic * sh.ldc + jc..], sh.ldc);
             }
         }
     }
 }
 
-/// One block of up to [`MR`] rows of `C` against every panel of a packed block.
-struct RowBlock<'a> {
+/// `rows ≤ MC` rows of `A` (read in place) against every panel of a packed block of
+/// `B`, writing `rows × nc` values of `C`.
+struct Block<'a> {
     a: &'a [f32],
     strides: (usize, usize),
+    rows: usize,
     kc: usize,
     packed: &'a [f32],
     nc: usize,
@@ -87,34 +91,44 @@ struct RowBlock<'a> {
     beta: Beta,
 }
 
-impl RowBlock<'_> {
+impl Block<'_> {
+    /// Panel by panel, and within a panel all the row tiles: the panel (`kc × 16`
+    /// values, 16 KiB at most) stays in L1 while the tiles stream the block of `A`
+    /// (at most `MC × KC` values) from L2.
     #[inline(always)]
-    fn run<S: Simd>(&self, s: S, mr: usize, c: &mut [f32], ldc: usize) {
+    fn run<S: Simd>(&self, s: S, c: &mut [f32], ldc: usize) {
+        let (rs, cs) = self.strides;
+        let ab = (self.alpha, self.beta);
         let mut jr = 0;
         while jr < self.nc {
             let w = NR.min(self.nc - jr);
             let pw = panel_width(w);
             // Panels before this one are all NR wide: it starts at jr · kc.
             let panel = &self.packed[jr * self.kc..][..self.kc * pw];
-            let c = &mut c[jr..];
-            let ab = (self.alpha, self.beta);
-            let (a, st, dst) = (self.a, self.strides, (ldc, w));
-            // One monomorphised micro-kernel per (rows, vectors) so that the
-            // accumulators are a fixed-size array the compiler keeps in registers.
-            match (mr, pw == NR) {
-                (6, true) => run::<S, 6, 2>(s, a, st, panel, ab, c, dst),
-                (5, true) => run::<S, 5, 2>(s, a, st, panel, ab, c, dst),
-                (4, true) => run::<S, 4, 2>(s, a, st, panel, ab, c, dst),
-                (3, true) => run::<S, 3, 2>(s, a, st, panel, ab, c, dst),
-                (2, true) => run::<S, 2, 2>(s, a, st, panel, ab, c, dst),
-                (1, true) => run::<S, 1, 2>(s, a, st, panel, ab, c, dst),
-                (6, false) => run::<S, 6, 1>(s, a, st, panel, ab, c, dst),
-                (5, false) => run::<S, 5, 1>(s, a, st, panel, ab, c, dst),
-                (4, false) => run::<S, 4, 1>(s, a, st, panel, ab, c, dst),
-                (3, false) => run::<S, 3, 1>(s, a, st, panel, ab, c, dst),
-                (2, false) => run::<S, 2, 1>(s, a, st, panel, ab, c, dst),
-                (1, false) => run::<S, 1, 1>(s, a, st, panel, ab, c, dst),
-                _ => unreachable!("row block of {mr} rows"),
+            let mut ir = 0;
+            while ir < self.rows {
+                let mr = MR.min(self.rows - ir);
+                let a = &self.a[ir * rs..];
+                let c = &mut c[ir * ldc + jr..];
+                let (st, dst) = ((rs, cs), (ldc, w));
+                // One monomorphised micro-kernel per (rows, vectors) so that the
+                // accumulators are a fixed-size array the compiler keeps in registers.
+                match (mr, pw == NR) {
+                    (6, true) => run::<S, 6, 2>(s, a, st, panel, ab, c, dst),
+                    (5, true) => run::<S, 5, 2>(s, a, st, panel, ab, c, dst),
+                    (4, true) => run::<S, 4, 2>(s, a, st, panel, ab, c, dst),
+                    (3, true) => run::<S, 3, 2>(s, a, st, panel, ab, c, dst),
+                    (2, true) => run::<S, 2, 2>(s, a, st, panel, ab, c, dst),
+                    (1, true) => run::<S, 1, 2>(s, a, st, panel, ab, c, dst),
+                    (6, false) => run::<S, 6, 1>(s, a, st, panel, ab, c, dst),
+                    (5, false) => run::<S, 5, 1>(s, a, st, panel, ab, c, dst),
+                    (4, false) => run::<S, 4, 1>(s, a, st, panel, ab, c, dst),
+                    (3, false) => run::<S, 3, 1>(s, a, st, panel, ab, c, dst),
+                    (2, false) => run::<S, 2, 1>(s, a, st, panel, ab, c, dst),
+                    (1, false) => run::<S, 1, 1>(s, a, st, panel, ab, c, dst),
+                    _ => unreachable!("row tile of {mr} rows"),
+                }
+                ir += mr;
             }
             jr += w;
         }

@@ -90,27 +90,36 @@ fn tile_6x16<S: Simd>(s: S, a: &[f32], (rs, cs): (usize, usize), panel: &[f32]) 
     let z = s.zero();
     let (mut c00, mut c01, mut c10, mut c11, mut c20, mut c21) = (z, z, z, z, z, z);
     let (mut c30, mut c31, mut c40, mut c41, mut c50, mut c51) = (z, z, z, z, z, z);
-    let (o1, o2, o3, o4, o5) = (rs, 2 * rs, 3 * rs, 4 * rs, 5 * rs);
+    // One sub-slice per row, so that each load is `row base + off` (no per-row index
+    // arithmetic in the loop).
+    let (a0, a1, a2, a3, a4, a5) = (
+        a,
+        &a[rs..],
+        &a[2 * rs..],
+        &a[3 * rs..],
+        &a[4 * rs..],
+        &a[5 * rs..],
+    );
     let mut off = 0;
     for brow in panel.chunks_exact(2 * LANES) {
         let b0 = s.load(&brow[..LANES]);
         let b1 = s.load(&brow[LANES..]);
-        let x = s.splat(a_at(a, off));
+        let x = s.splat(a_at(a0, off));
         c00 = s.fma(x, b0, c00);
         c01 = s.fma(x, b1, c01);
-        let x = s.splat(a_at(a, off + o1));
+        let x = s.splat(a_at(a1, off));
         c10 = s.fma(x, b0, c10);
         c11 = s.fma(x, b1, c11);
-        let x = s.splat(a_at(a, off + o2));
+        let x = s.splat(a_at(a2, off));
         c20 = s.fma(x, b0, c20);
         c21 = s.fma(x, b1, c21);
-        let x = s.splat(a_at(a, off + o3));
+        let x = s.splat(a_at(a3, off));
         c30 = s.fma(x, b0, c30);
         c31 = s.fma(x, b1, c31);
-        let x = s.splat(a_at(a, off + o4));
+        let x = s.splat(a_at(a4, off));
         c40 = s.fma(x, b0, c40);
         c41 = s.fma(x, b1, c41);
-        let x = s.splat(a_at(a, off + o5));
+        let x = s.splat(a_at(a5, off));
         c50 = s.fma(x, b0, c50);
         c51 = s.fma(x, b1, c51);
         off += cs;
@@ -122,9 +131,11 @@ fn tile_6x16<S: Simd>(s: S, a: &[f32], (rs, cs): (usize, usize), panel: &[f32]) 
 #[inline(always)]
 fn a_at(a: &[f32], i: usize) -> f32 {
     debug_assert!(i < a.len());
-    // SAFETY: only called from `tile` and `tile_6x16` (reached only through `tile`)
-    // with `i = r·rs + p·cs` for `r < R`, `p < kc` (`off` is `p·cs`), so
-    // `i ≤ (R−1)·rs + (kc−1)·cs`, which `tile` asserted is `< a.len()`.
+    // SAFETY: only called from `tile` and `tile_6x16` (reached only through `tile`),
+    // either as `a_at(a, r·rs + p·cs)` or as `a_at(&a[r·rs..], p·cs)`, for `r < R`,
+    // `p < kc` (`off` is `p·cs`). Both read `a[r·rs + p·cs]` with
+    // `r·rs + p·cs ≤ (R−1)·rs + (kc−1)·cs`, which `tile` asserted is `< a.len()`;
+    // so `p·cs < a.len() − r·rs`, the length of the sub-slice.
     unsafe { *a.get_unchecked(i) }
 }
 
@@ -141,6 +152,7 @@ pub(super) fn store_tile<S: Simd, const R: usize, const NV: usize>(
     ncols: usize,
 ) {
     let va = s.splat(alpha);
+    let unit = alpha == 1.0;
     for (r, acc_r) in acc.iter().enumerate() {
         let row = &mut c[r * ldc..][..ncols];
         for (v, &acc_rv) in acc_r.iter().enumerate() {
@@ -150,7 +162,7 @@ pub(super) fn store_tile<S: Simd, const R: usize, const NV: usize>(
             }
             let seg = &mut row[lo..];
             let full = seg.len() >= LANES;
-            let t = s.mul(va, acc_rv);
+            let t = if unit { acc_rv } else { s.mul(va, acc_rv) };
             let out = match beta {
                 Beta::Zero => t,
                 Beta::One | Beta::Other(_) => {

@@ -31,18 +31,39 @@ const LN2_LO: f32 = -2.121_944_4e-4;
 /// case. Inputs are clamped to `[-104, 89]` first: beyond, the result is 0 or +inf.
 #[inline(always)]
 pub(crate) fn exp<S: Simd>(s: S, x: S::V) -> S::V {
-    exp_tail(s, x, s.zero())
+    let y = exp_core::<S, false>(s, x, s.zero());
+    s.select(s.is_nan(x), x, y)
 }
 
-/// `e^(x + tail)` for a small correction `tail` (`|tail| ≤ ulp(x)`-ish) carried
-/// separately to extend `x`'s precision: it is added after the exact argument
-/// reduction, where it is no longer lost to rounding.
+/// `e^(x + tail)` for a small correction `tail` carried separately to extend `x`'s
+/// precision: it is added after the exact argument reduction, where it is no longer
+/// lost to rounding. NaN lanes are unspecified (callers patch them).
 #[inline(always)]
 fn exp_tail<S: Simd>(s: S, x: S::V, tail: S::V) -> S::V {
+    exp_core::<S, true>(s, x, tail)
+}
+
+/// The body of [`exp`] without its NaN patch (for callers that patch NaN lanes
+/// themselves), with an optional `tail` (`TAIL = false` ignores it at no cost).
+#[inline(always)]
+fn exp_core<S: Simd, const TAIL: bool>(s: S, x: S::V, tail: S::V) -> S::V {
     let xc = s.min(s.max(x, s.splat(-104.0)), s.splat(89.0));
     let n = s.round(s.mul(xc, s.splat(LOG2E)));
-    let r = s.fma(s.neg(n), s.splat(LN2_HI), xc);
-    let r = s.add(s.fma(s.neg(n), s.splat(LN2_LO), r), tail);
+    let p = exp_reduced::<S, TAIL>(s, xc, n, tail);
+    // n ∈ [-150, 129]: split so that both halves are valid exponents.
+    let n1 = s.round(s.mul(n, s.splat(0.5)));
+    let n2 = s.sub(n, n1);
+    s.mul(s.mul(p, s.pow2i(n1)), s.pow2i(n2))
+}
+
+/// `e^(x − n·ln2 (+ tail))` for the integer `n` nearest to `x·log2 e`.
+#[inline(always)]
+fn exp_reduced<S: Simd, const TAIL: bool>(s: S, x: S::V, n: S::V, tail: S::V) -> S::V {
+    let r = s.fma(s.neg(n), s.splat(LN2_HI), x);
+    let mut r = s.fma(s.neg(n), s.splat(LN2_LO), r);
+    if TAIL {
+        r = s.add(r, tail);
+    }
     // Taylor coefficients 1/k!, Horner form.
     let mut p = s.splat(1.0 / 5040.0);
     p = s.fma(p, r, s.splat(1.0 / 720.0));
@@ -51,12 +72,19 @@ fn exp_tail<S: Simd>(s: S, x: S::V, tail: S::V) -> S::V {
     p = s.fma(p, r, s.splat(1.0 / 6.0));
     p = s.fma(p, r, s.splat(0.5));
     p = s.fma(p, r, s.splat(1.0));
-    p = s.fma(p, r, s.splat(1.0));
-    // n ∈ [-150, 129]: split so that both halves are valid exponents.
-    let n1 = s.round(s.mul(n, s.splat(0.5)));
-    let n2 = s.sub(n, n1);
-    let y = s.mul(s.mul(p, s.pow2i(n1)), s.pow2i(n2));
-    s.select(s.is_nan(x), x, y)
+    s.fma(p, r, s.splat(1.0))
+}
+
+/// `e^x` for `x ≥ 0` where only `1/(e^x + 1)` matters (tanh): one-step `2^n` scaling,
+/// so results above `2^127` (`x > 88.03`) may come out as `+inf`, which changes
+/// `1/(e^x + 1)` by less than `2^-127`. NaN lanes are unspecified.
+#[inline(always)]
+fn exp_nonneg_for_recip<S: Simd>(s: S, x: S::V) -> S::V {
+    let xc = s.min(x, s.splat(89.0));
+    let n = s.round(s.mul(xc, s.splat(LOG2E)));
+    let p = exp_reduced::<S, false>(s, xc, n, s.zero());
+    // n ∈ [0, 128]; 2^128 has the bit pattern of +inf, which is the right limit.
+    s.mul(p, s.pow2i(n))
 }
 
 /// `ln(1 + f)` for `|f| ≤ 0.5`, `f` exact.
@@ -157,7 +185,7 @@ pub(crate) fn tanh<S: Simd>(s: S, x: S::V) -> S::V {
     q = s.fma(q, z, s.splat(-0.333_333_3));
     let small = s.fma(s.mul(x, z), q, x);
     // Large branch (also correct for ±inf: e = inf gives 1).
-    let e = exp(s, s.add(a, a));
+    let e = exp_nonneg_for_recip(s, s.add(a, a));
     let t = s.sub(s.splat(1.0), s.div(s.splat(2.0), s.add(e, s.splat(1.0))));
     let t = s.select(s.lt(x, s.zero()), s.neg(t), t);
     let y = s.select(s.lt(a, s.splat(0.625)), small, t);
@@ -168,7 +196,7 @@ pub(crate) fn tanh<S: Simd>(s: S, x: S::V) -> S::V {
 /// so the exponential never overflows and small results keep relative accuracy.
 #[inline(always)]
 pub(crate) fn sigmoid<S: Simd>(s: S, x: S::V) -> S::V {
-    let e = exp(s, s.neg(s.abs(x)));
+    let e = exp_core::<S, false>(s, s.neg(s.abs(x)), s.zero());
     let one = s.splat(1.0);
     let num = s.select(s.le(s.zero(), x), one, e);
     let y = s.div(num, s.add(one, e));
@@ -179,7 +207,7 @@ pub(crate) fn sigmoid<S: Simd>(s: S, x: S::V) -> S::V {
 /// `max(x, 0) + ln(1 + e^{−|x|})`.
 #[inline(always)]
 pub(crate) fn softplus<S: Simd>(s: S, x: S::V) -> S::V {
-    let e = exp(s, s.neg(s.abs(x)));
+    let e = exp_core::<S, false>(s, s.neg(s.abs(x)), s.zero());
     let y = s.add(s.max(x, s.zero()), ln1p_unit(s, e));
     let y = s.select(s.lt(s.splat(20.0), x), x, y);
     s.select(s.is_nan(x), x, y)

@@ -91,7 +91,8 @@ pub(crate) trait Simd: Copy {
     /// Whether any lane of the mask is set.
     fn any(self, mask: Self::V) -> bool;
 
-    /// `2^n` for integral `n` in `[-126, 127]` (built from the exponent bits).
+    /// `2^n` for integral `n` in `[-126, 127]` (built from the exponent bits); `n = 128`
+    /// gives the bit pattern of `+inf`.
     fn pow2i(self, n: Self::V) -> Self::V;
     /// For positive, finite, normal `x`: `(m, e)` with `x = m · 2^e`, `m ∈ [1, 2)`, `e`
     /// an integer (as `f32`). Other inputs give unspecified lanes.
