@@ -59,6 +59,7 @@ extern crate std;
 pub mod dispatch;
 pub mod elementwise;
 pub mod gemm;
+pub mod layout;
 pub mod real;
 pub mod reduce;
 pub mod rows;

@@ -3,6 +3,8 @@
 
 use alloc::vec;
 
+use readout_kernels::layout;
+
 use crate::op::{Contributions, Op};
 use crate::tape::Parents;
 use crate::{CoreError, Real, Shape, Tape, Tensor, Var};
@@ -52,19 +54,8 @@ impl<T: Real> Tape<T> {
                 });
             }
         };
-        let src = t.data();
-        let mut out = vec![T::ZERO; src.len()];
-        for bi in 0..b {
-            let (sb, ob) = (
-                &src[bi * m * n..(bi + 1) * m * n],
-                &mut out[bi * m * n..(bi + 1) * m * n],
-            );
-            for i in 0..m {
-                for j in 0..n {
-                    ob[j * m + i] = sb[i * n + j];
-                }
-            }
-        }
+        let mut out = vec![T::ZERO; t.numel()];
+        layout::transpose(t.data(), b, m, n, &mut out);
         let shape = if s.rank() == 3 {
             Shape::d3(b, n, m)
         } else {
@@ -103,21 +94,9 @@ impl<T: Real> Tape<T> {
             seen[p] = true;
         }
         let dims = [d0, d1, d2];
-        let strides = [d1 * d2, d2, 1];
         let out_dims = [dims[perm[0]], dims[perm[1]], dims[perm[2]]];
-        let in_strides = [strides[perm[0]], strides[perm[1]], strides[perm[2]]];
-        let src = t.data();
-        let mut out = vec![T::ZERO; src.len()];
-        let mut o = 0;
-        for i in 0..out_dims[0] {
-            for j in 0..out_dims[1] {
-                let base = i * in_strides[0] + j * in_strides[1];
-                for k in 0..out_dims[2] {
-                    out[o] = src[base + k * in_strides[2]];
-                    o += 1;
-                }
-            }
-        }
+        let mut out = vec![T::ZERO; t.numel()];
+        layout::permute3(t.data(), dims, perm, &mut out);
         let shape = Shape::d3(out_dims[0], out_dims[1], out_dims[2]);
         Ok(self.push(Op::Permute(perm), &[x], Tensor::raw(shape, out)))
     }
@@ -152,10 +131,7 @@ impl<T: Real> Tape<T> {
         let (r, ca, cb) = (sa.rows(), sa.cols(), sb.cols());
         let (va, vb) = (self.val(a).data(), self.val(b).data());
         let mut out = vec![T::ZERO; r * (ca + cb)];
-        for i in 0..r {
-            out[i * (ca + cb)..i * (ca + cb) + ca].copy_from_slice(&va[i * ca..(i + 1) * ca]);
-            out[i * (ca + cb) + ca..(i + 1) * (ca + cb)].copy_from_slice(&vb[i * cb..(i + 1) * cb]);
-        }
+        layout::concat_cols(va, ca, vb, cb, r, &mut out);
         Ok(self.push(
             Op::ConcatCols,
             &[a, b],
@@ -188,12 +164,8 @@ impl<T: Real> Tape<T> {
                 why: "must not exceed the column count",
             });
         }
-        let src = t.data();
         let mut out = vec![T::ZERO; r * width];
-        for i in 0..r {
-            out[i * width..(i + 1) * width]
-                .copy_from_slice(&src[i * c + start..i * c + start + width]);
-        }
+        layout::slice_cols(t.data(), r, c, start, width, &mut out);
         Ok(self.push(
             Op::SliceCols { start },
             &[x],
@@ -206,11 +178,8 @@ impl<T: Real> Tape<T> {
     fn pad_cols(&mut self, x: Var, start: usize, total: usize) -> Var {
         let t = self.val(x);
         let (r, w) = (t.dims().rows(), t.dims().cols());
-        let src = t.data();
         let mut out = vec![T::ZERO; r * total];
-        for i in 0..r {
-            out[i * total + start..i * total + start + w].copy_from_slice(&src[i * w..(i + 1) * w]);
-        }
+        layout::pad_cols(t.data(), r, w, start, total, &mut out);
         self.push(
             Op::PadCols { start },
             &[x],

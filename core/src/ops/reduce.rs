@@ -4,6 +4,7 @@
 use alloc::vec;
 
 use readout_kernels::elementwise::Broadcast;
+use readout_kernels::layout;
 use readout_kernels::reduce::{sum_all, sum_cols, sum_rows};
 
 use crate::op::Op;
@@ -93,25 +94,14 @@ impl<T: Real> Tape<T> {
     /// Broadcasts `x` to `shape`: one value (`Scalar`), one value per row (`Col`), or
     /// one value per column (`Row`). The caller guarantees `x` has the right count.
     pub(crate) fn expand(&mut self, x: Var, bcast: Broadcast, shape: Shape) -> Var {
-        let src = self.val(x).data();
-        let cols = shape.cols();
         let mut out = vec![T::ZERO; shape.numel()];
-        match bcast {
-            Broadcast::Same => out.copy_from_slice(src),
-            Broadcast::Scalar => out.fill(src[0]),
-            Broadcast::Row => {
-                for row in out.chunks_exact_mut(cols.max(1)) {
-                    row.copy_from_slice(&src[..row.len()]);
-                }
-            }
-            Broadcast::Col => {
-                if cols > 0 {
-                    for (row, &v) in out.chunks_exact_mut(cols).zip(src) {
-                        row.fill(v);
-                    }
-                }
-            }
-        }
+        layout::expand(
+            self.val(x).data(),
+            bcast,
+            shape.rows(),
+            shape.cols(),
+            &mut out,
+        );
         self.push(Op::Expand(bcast), &[x], Tensor::raw(shape, out))
     }
 }
