@@ -35,7 +35,7 @@
 //! its calls in `#[target_feature]` functions does not change that. Measured on the
 //! development machine (AMD Zen 4, shared with other jobs), the GEMM on the `wide`
 //! path of a default build does about a quarter of the work per CPU-second of the
-//! AVX2 path (13–20 against 50–75 GFLOP/s; `README.md` has the tables).
+//! AVX2 path (12–20 against 50–75 GFLOP/s; `README.md` has the tables).
 //!
 //! The kernels are written once, generic over a small vector trait (`simd::Simd`)
 //! implemented for AVX2 and for `wide`; the AVX2 instance is compiled inside
