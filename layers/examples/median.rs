@@ -50,7 +50,7 @@ Learn the median of a set of 100 numbers with EquilibriumAggregation, against me
 usage: cargo run --release -p readout-layers --example median -- [options]
 
 options:
-  --steps N        training steps (one set each) per method   [default 3000]
+  --steps N        training steps (one set each) per method   [default 15000]
   --seed S         seed of the data, the held-out sets and the initialisation [default 0]
   --grad-iter K    inner gradient steps of EquilibriumAggregation [default 1]
   --threads T      worker threads; the methods train concurrently [default 2]
@@ -194,8 +194,7 @@ impl HeldOut {
         };
         for i in (0..self.len()).step_by(step.max(1)) {
             h.dist.push(self.dist[i]);
-            h.x
-                .extend_from_slice(&self.x[i * SET_SIZE..(i + 1) * SET_SIZE]);
+            h.x.extend_from_slice(&self.x[i * SET_SIZE..(i + 1) * SET_SIZE]);
             h.median.push(self.median[i]);
         }
         h
@@ -277,7 +276,9 @@ impl Model {
         mode: InnerGrad,
     ) -> Result<Var, LayerError> {
         match self {
-            Model::Equilibrium(l) => l.forward_on(tape, &bound[0], x, Segments::Ptr(ptr), None, mode),
+            Model::Equilibrium(l) => {
+                l.forward_on(tape, &bound[0], x, Segments::Ptr(ptr), None, mode)
+            }
             Model::MeanMlp(m) => {
                 let p: Vec<usize> = ptr.iter().map(|&v| v as usize).collect();
                 let mean = tape.segment_mean(x, &p)?;
@@ -351,6 +352,20 @@ impl Model {
     }
 }
 
+/// CPU time of the calling thread, in seconds, from `/proc/thread-self/stat` (Linux;
+/// `None` elsewhere). Unlike wall time it does not grow when other processes share the
+/// cores, so it says what a quiet machine would take.
+fn thread_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
+    // Fields after the command name (which is in parentheses and may hold spaces):
+    // state is field 3, utime field 14, stime field 15 (in clock ticks, USER_HZ = 100).
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = f.get(11)?.parse().ok()?;
+    let stime: f64 = f.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
 /// What a worker reports while it trains.
 #[derive(Clone, Default)]
 struct Status {
@@ -375,10 +390,11 @@ struct CurvePoint {
 struct Trained {
     label: String,
     short: &'static str,
-    numel: usize,
     curve: Vec<CurvePoint>,
     errors: [f64; 4],
     seconds: f64,
+    /// CPU seconds of the training thread (`NaN` where unknown).
+    cpu_seconds: f64,
 }
 
 struct Config {
@@ -397,7 +413,7 @@ fn parse() -> Result<Option<Config>, String> {
         return Ok(None);
     }
     let c = Config {
-        steps: a.value("--steps")?.unwrap_or(3000),
+        steps: a.value("--steps")?.unwrap_or(15000),
         seed: a.value("--seed")?.unwrap_or(0),
         grad_iter: a.value("--grad-iter")?.unwrap_or(1),
         threads: a.value("--threads")?.unwrap_or(2),
@@ -416,7 +432,8 @@ fn parse() -> Result<Option<Config>, String> {
 }
 
 fn build(which: usize, cfg: &Config) -> Result<Model, LayerError> {
-    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed.wrapping_mul(31).wrapping_add(which as u64 + 1));
+    let mut rng =
+        ChaCha8Rng::seed_from_u64(cfg.seed.wrapping_mul(31).wrapping_add(which as u64 + 1));
     Ok(match which {
         0 => {
             let mut l = EquilibriumAggregation::new(1, OUT, &[256, 256], cfg.grad_iter, 0.1)?;
@@ -449,6 +466,7 @@ fn run(
     let mut data = ChaCha8Rng::seed_from_u64(cfg.seed);
     let every = (cfg.steps / cfg.curve_points.max(1)).max(1);
     let start = Instant::now();
+    let cpu_start = thread_cpu_seconds();
     let mut curve = vec![CurvePoint {
         step: 0,
         train_loss: f64::NAN,
@@ -482,6 +500,10 @@ fn run(
         }
     }
     let seconds = start.elapsed().as_secs_f64();
+    let cpu_seconds = match (cpu_start, thread_cpu_seconds()) {
+        (Some(a), Some(b)) => b - a,
+        _ => f64::NAN,
+    };
     let errors = heldout.errors(&model.predict(heldout)?);
     {
         let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
@@ -491,10 +513,10 @@ fn run(
     Ok(Trained {
         label: model.label(),
         short: model.short(),
-        numel: model.numel(),
         curve,
         errors,
         seconds,
+        cpu_seconds,
     })
 }
 
@@ -625,27 +647,67 @@ fn real_main(cfg: &Config) -> Result<(), Box<dyn std::error::Error>> {
 
     println!();
     println!(
+        "learning curves: held-out mean |prediction − median| on {} sets / mean training loss since the previous row",
+        curve_set.len()
+    );
+    let mut header = format!("{:>7}", "step");
+    for t in &trained {
+        header.push_str(&format!(" {:>23}", t.short));
+    }
+    println!("{header}");
+    let points = trained[0].curve.len();
+    let stride = points.div_ceil(8).max(1);
+    for i in (0..points).filter(|i| i % stride == 0 || i + 1 == points) {
+        let mut row = format!("{:>7}", trained[0].curve[i].step);
+        for t in &trained {
+            let p = t.curve[i];
+            row.push_str(&format!(" {:>11.5} / {:>9.5}", p.heldout, p.train_loss));
+        }
+        println!("{row}");
+    }
+    println!();
+    println!(
         "held-out mean |prediction − median| over {} sets per distribution (lower is better)",
         cfg.eval_sets
     );
     println!(
-        "{:<30} {:>9} {:>9} {:>9} {:>9} {:>9}",
-        "method", "normal", "gamma", "uniform", "all", "train s"
+        "{:<30} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "method",
+        DISTS[0].name(),
+        DISTS[1].name(),
+        DISTS[2].name(),
+        "all",
+        "train s",
+        "cpu s",
+        "ms/step"
     );
     for t in &trained {
         println!(
-            "{:<30} {:>9.5} {:>9.5} {:>9.5} {:>9.5} {:>9.1}",
-            t.label, t.errors[0], t.errors[1], t.errors[2], t.errors[3], t.seconds
+            "{:<30} {:>9.5} {:>9.5} {:>9.5} {:>9.5} {:>9.1} {:>9.1} {:>9.2}",
+            t.label,
+            t.errors[0],
+            t.errors[1],
+            t.errors[2],
+            t.errors[3],
+            t.seconds,
+            t.cpu_seconds,
+            1e3 * t.cpu_seconds / cfg.steps.max(1) as f64
         );
     }
     println!(
-        "{:<30} {:>9.5} {:>9.5} {:>9.5} {:>9.5} {:>9}",
+        "{:<30} {:>9.5} {:>9.5} {:>9.5} {:>9.5} {:>9} {:>9} {:>9}",
         "sample mean (untrained)",
         mean_errors[0],
         mean_errors[1],
         mean_errors[2],
         mean_errors[3],
+        "-",
+        "-",
         "-"
+    );
+    println!(
+        "(train s: wall time of the method's thread; cpu s: its CPU time, which does not grow \
+         when other processes share the cores; ms/step: cpu s per step, evaluations included)"
     );
     let eq = trained[0].errors[3];
     let best_other = trained[1..]
@@ -714,7 +776,10 @@ fn svg(cfg: &Config, trained: &[Trained], mean_errors: &[f64; 4]) -> String {
     }
     lo = lo.min(mean_errors[3]);
     hi = hi.max(mean_errors[3]);
-    let (llo, lhi) = (lo.log10().floor(), hi.log10().ceil().max(lo.log10().floor() + 1.0));
+    let (llo, lhi) = (
+        lo.log10().floor(),
+        hi.log10().ceil().max(lo.log10().floor() + 1.0),
+    );
     let ymap = |v: f64| y0 + ph - (v.max(1e-12).log10() - llo) / (lhi - llo) * ph;
     let max_step = cfg.steps.max(1) as f64;
     let xmap = |st: f64| x0 + st / max_step * pw;
@@ -799,7 +864,11 @@ fn svg(cfg: &Config, trained: &[Trained], mean_errors: &[f64; 4]) -> String {
             x0 + pw - 210.0,
             ly - 4.0,
             COLOURS[i],
-            if i == 3 { r#" stroke-dasharray="6 4""# } else { "" },
+            if i == 3 {
+                r#" stroke-dasharray="6 4""#
+            } else {
+                ""
+            },
             x0 + pw - 205.0,
             ly,
             esc(l)

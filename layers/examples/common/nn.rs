@@ -1,6 +1,8 @@
 //! Small building blocks on the tape shared by the examples: linear layers, a
 //! multi-layer perceptron and PyTorch's `LeakyReLU`.
 
+// Each example uses only part of this module.
+#![allow(dead_code)]
 use rand::Rng;
 use readout_core::{Tape, Tensor, Var};
 use readout_layers::{Bound, LayerError, Parameter, Parameters, init};
