@@ -28,6 +28,9 @@
 //!
 //! Run `cargo run --release -p readout-layers --example graph_classification -- --help`.
 
+// `LayerError` is the library's error type, returned as is (as the library does).
+#![allow(clippy::result_large_err)]
+
 #[path = "common/args.rs"]
 mod args;
 #[path = "common/nn.rs"]

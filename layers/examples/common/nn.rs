@@ -2,7 +2,7 @@
 //! multi-layer perceptron and PyTorch's `LeakyReLU`.
 
 // Each example uses only part of this module.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::result_large_err)]
 use rand::Rng;
 use readout_core::{Tape, Tensor, Var};
 use readout_layers::{Bound, LayerError, Parameter, Parameters, init};
