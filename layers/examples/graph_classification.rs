@@ -92,7 +92,8 @@ options:
 /// node features mixes the prototypes in proportion to community sizes, which vary, so
 /// the count is not a simple function of it; `MemPooling`'s soft assignment of nodes to
 /// learned keys is exactly a clustering, and its second layer reads the cluster
-/// occupancy.
+/// occupancy. (That is the design argument; this example does not train a
+/// mean-readout baseline to measure it.)
 fn synthetic(seed: u64, graphs: usize, noise: f64) -> Dataset {
     const F: usize = 8;
     const TYPES: usize = 4;
