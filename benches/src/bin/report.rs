@@ -35,7 +35,8 @@ static ALLOC: CountingAlloc = CountingAlloc;
 const USAGE: &str =
     "usage: report [--quick] [--threads 1,2] [--only NAME,...] [--json FILE] [--max-gib G]
 
-  --quick          short budgets; skips what one call cannot do in 3 s (under 3 minutes in all)
+  --quick          short budgets; skips calls predicted over 8 s and stops starting
+                   entries after 150 s (under 3 minutes in all)
   --threads LIST   thread counts (default 1,2)
   --only LIST      workload names of benches/workloads.json, and/or `gemm`
   --json FILE      write {\"results\": [...]} to FILE
@@ -207,7 +208,7 @@ fn fmt_ms(v: f64) -> String {
 
 fn print_header() {
     println!(
-        "{:<12} {:<5} {:>3} {:>10} {:>10} {:>4} {:>9} {:>9} {:>8} {:>6}",
+        "{:<12} {:<14} {:>3} {:>10} {:>10} {:>4} {:>9} {:>9} {:>8} {:>6}",
         "workload",
         "mode",
         "thr",
@@ -233,7 +234,7 @@ fn print_row(
     let frac = rate / (threads as f64 * PEAK_GFLOPS_PER_CORE);
     let peak = peak.map_or("-".to_owned(), |b| format!("{:.1}", b as f64 / MIB));
     println!(
-        "{:<12} {:<5} {:>3} {:>10} {:>10} {:>4} {:>9} {:>9.4} {:>8.2} {:>5.1}%",
+        "{:<12} {:<14} {:>3} {:>10} {:>10} {:>4} {:>9} {:>9.4} {:>8.2} {:>5.1}%",
         name,
         mode,
         threads,
@@ -246,6 +247,11 @@ fn print_row(
         frac * 100.0
     );
 }
+
+/// `--quick`: the longest predicted call that is still run, seconds.
+const QUICK_CALL_SECONDS: f64 = 8.0;
+/// `--quick`: no new layer entry starts after this many seconds.
+const QUICK_TOTAL_SECONDS: f64 = 150.0;
 
 fn budget(quick: bool, est: &Estimate) -> Budget {
     if quick {
@@ -313,19 +319,29 @@ fn run_layers(
     opts: &Options,
     specs: &[Spec],
     limits: &Limits,
+    started: std::time::Instant,
     rows: &mut Vec<Row>,
 ) -> Result<(), String> {
     print_header();
     for spec in specs {
         println!("# {}: {}", spec.name(), spec.describe());
         for mode in Mode::ALL {
+            let spent = started.elapsed().as_secs_f64();
+            if opts.quick && spent > QUICK_TOTAL_SECONDS {
+                println!(
+                    "{:<12} {:<14}     skipped: --quick has spent its {QUICK_TOTAL_SECONDS:.0} s ({spent:.0} s)",
+                    spec.name(),
+                    mode.name()
+                );
+                continue;
+            }
             let gflop = spec.flops(mode).gflop();
             let first = pool(opts.threads[0])?;
             let est = first
                 .install(|| measure::probe_within(spec, mode, limits))
                 .map_err(|e| format!("{} {}: {e}", spec.name(), mode.name()))?;
             if let Some(why) = measure::skip_reason(&est, limits) {
-                println!("{:<12} {:<5}     skipped: {why}", spec.name(), mode.name());
+                println!("{:<12} {:<14}     skipped: {why}", spec.name(), mode.name());
                 continue;
             }
             let mut prepared = Prepared::new(spec).map_err(|e| format!("{}: {e}", spec.name()))?;
@@ -401,7 +417,11 @@ fn run(opts: &Options) -> Result<(), String> {
     };
     let limits = Limits {
         max_bytes,
-        max_call_seconds: if opts.quick { 3.0 } else { 300.0 },
+        max_call_seconds: if opts.quick {
+            QUICK_CALL_SECONDS
+        } else {
+            300.0
+        },
     };
     let started = std::time::Instant::now();
     println!("readout report — {}", utc_now());
@@ -425,7 +445,7 @@ fn run(opts: &Options) -> Result<(), String> {
             a as f64 / GIB
         )),
         if opts.quick {
-            "--quick: short budgets, calls over 3 s skipped"
+            "--quick: short budgets, calls over 8 s skipped"
         } else {
             "full budgets"
         }
@@ -436,7 +456,7 @@ fn run(opts: &Options) -> Result<(), String> {
     );
     let mut rows = Vec::new();
     if !specs.is_empty() {
-        run_layers(opts, &specs, &limits, &mut rows)?;
+        run_layers(opts, &specs, &limits, started, &mut rows)?;
     }
     if wanted("gemm") {
         run_gemm(opts, &mut rows)?;
@@ -451,4 +471,105 @@ fn run(opts: &Options) -> Result<(), String> {
         println!("wrote {path}");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn measured() -> Measured {
+        Measured {
+            times: vec![0.002, 0.001, 0.003],
+            peak_bytes: 1234,
+        }
+    }
+
+    #[test]
+    fn json_has_exactly_the_documented_keys() {
+        let rows = vec![
+            Row::Layer {
+                workload: "eq_small".into(),
+                mode: Mode::Train,
+                threads: 2,
+                m: measured(),
+                gflop: 0.5,
+            },
+            Row::Gemm {
+                shape: "512x512x512".into(),
+                threads: 1,
+                m: measured(),
+                gflop: 0.268_435_456,
+            },
+        ];
+        let text = to_json(&rows);
+        let doc = readout_layers::json::parse(&text).unwrap();
+        let top: Vec<&str> = doc
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .collect();
+        assert_eq!(top, ["results"]);
+        let results = doc.get("results").unwrap().as_array().unwrap();
+        let keys = |i: usize| -> Vec<&str> {
+            results[i]
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(|(k, _)| k.as_str())
+                .collect()
+        };
+        assert_eq!(
+            keys(0),
+            [
+                "workload",
+                "mode",
+                "threads",
+                "median_ms",
+                "min_ms",
+                "runs",
+                "peak_bytes",
+                "gflop"
+            ]
+        );
+        assert_eq!(
+            keys(1),
+            ["kernel", "shape", "threads", "median_ms", "gflops"]
+        );
+        let r = &results[0];
+        assert_eq!(r.get("mode").unwrap().as_str(), Some("train"));
+        assert_eq!(r.get("median_ms").unwrap().as_f64(), Some(2.0));
+        assert_eq!(r.get("min_ms").unwrap().as_f64(), Some(1.0));
+        assert_eq!(r.get("runs").unwrap().as_usize(), Some(3));
+        assert_eq!(r.get("peak_bytes").unwrap().as_usize(), Some(1234));
+        let g = results[1].get("gflops").unwrap().as_f64().unwrap();
+        assert!((g - 134.217_728).abs() < 1e-9, "{g}");
+        assert_eq!(json_num(f64::NAN), "null");
+        assert_eq!(json_str("a\"b\n"), "\"a\\\"b\\u000a\"");
+    }
+
+    #[test]
+    fn arguments() {
+        let args = |v: &[&str]| parse_args(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        let o = args(&[
+            "--quick",
+            "--threads",
+            "1,2,4",
+            "--only",
+            "eq_small,gemm",
+            "--json",
+            "f",
+        ])
+        .unwrap();
+        assert!(o.quick);
+        assert_eq!(o.threads, [1, 2, 4]);
+        assert_eq!(o.only.unwrap(), ["eq_small", "gemm"]);
+        assert_eq!(o.json.as_deref(), Some("f"));
+        assert_eq!(args(&[]).unwrap().threads, [1, 2]);
+        assert!(args(&["--threads", "0"]).is_err());
+        assert!(args(&["--threads"]).is_err());
+        assert!(args(&["--max-gib", "-1"]).is_err());
+        assert!(args(&["--bogus"]).is_err());
+        assert!(utc_now().ends_with(" UTC"));
+    }
 }
