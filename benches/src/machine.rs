@@ -1,9 +1,9 @@
 //! What the report needs to know about the machine: its load and free memory (Linux
 //! `/proc`; `None` elsewhere) and the peak it measures against.
 
-/// Peak fp32 throughput of one core assumed by the report: an AVX-512 Zen 4 core at
-/// about 3.7 GHz retires two 256-bit FMA pipes' worth of work per cycle,
-/// `2 FMA × 8 lanes × 2 FLOP × 3.65 GHz ≈ 117 GFLOP/s`. "% peak" in the report is
+/// Peak fp32 throughput of one core assumed by the report (the figure of the
+/// kernels issue): a Zen 4 core has two 256-bit FMA pipes (AVX-512 runs as two
+/// halves), `2 pipes × 8 lanes × 2 FLOP × ≈3.65 GHz ≈ 117 GFLOP/s`. "% peak" in the report is
 /// achieved GFLOP/s divided by `threads × PEAK_GFLOPS_PER_CORE`.
 pub const PEAK_GFLOPS_PER_CORE: f64 = 117.0;
 
