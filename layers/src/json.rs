@@ -1,7 +1,27 @@
-//! A small, strict JSON reader for the flat metadata of the reference cases (objects,
-//! arrays, numbers, strings, `true`/`false`/`null`). It accepts RFC 8259 JSON only
-//! (no `NaN`/`Infinity`, no trailing commas, no duplicate object keys), limits nesting
-//! depth, and never panics: every malformed input is an `Err` with a position.
+//! A small, strict JSON reader (objects, arrays, numbers, strings,
+//! `true`/`false`/`null`), used for the reference cases' metadata and, by the benches
+//! crate, for `workloads.json`. It accepts RFC 8259 JSON only (no `NaN`/`Infinity`, no
+//! trailing commas, no duplicate object keys), limits nesting depth, and never panics:
+//! every malformed input is an `Err` with a position.
+//!
+//! It is a reader only, for small configuration and metadata files: numbers are `f64`
+//! (integers above 2⁵³ lose precision), and the whole text is parsed into a tree.
+//!
+//! ```
+//! use readout_layers::json::{self, Json};
+//!
+//! let v = json::parse(r#"{"name": "eq_small", "num_layers": [32, 32]}"#).unwrap();
+//! assert_eq!(v.get("name").and_then(Json::as_str), Some("eq_small"));
+//! let layers: Vec<usize> = v
+//!     .get("num_layers")
+//!     .and_then(Json::as_array)
+//!     .unwrap()
+//!     .iter()
+//!     .filter_map(Json::as_usize)
+//!     .collect();
+//! assert_eq!(layers, [32, 32]);
+//! assert!(json::parse("[1, 2,]").is_err());
+//! ```
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -11,26 +31,86 @@ const MAX_DEPTH: usize = 64;
 
 /// A parsed JSON value. Objects keep their key order.
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) enum Json {
+pub enum Json {
+    /// `null`.
     Null,
+    /// `true` or `false`.
     Bool(bool),
+    /// A number (always finite).
     Number(f64),
+    /// A string, escapes decoded.
     String(String),
+    /// An array.
     Array(Vec<Json>),
+    /// An object's members in document order (keys are unique).
     Object(Vec<(String, Json)>),
 }
 
+/// Largest integer an `f64` holds exactly (2⁵³).
+const MAX_EXACT_INT: f64 = 9_007_199_254_740_992.0;
+
 impl Json {
-    /// The value of `key` in an object.
-    pub(crate) fn get(&self, key: &str) -> Option<&Json> {
+    /// The value of `key` in an object (`None` for a missing key or a non-object).
+    pub fn get(&self, key: &str) -> Option<&Json> {
         match self {
             Json::Object(members) => members.iter().find(|(k, _)| k == key).map(|(_, v)| v),
             _ => None,
         }
     }
 
-    /// A short description of the value's kind, for messages.
-    pub(crate) fn kind(&self) -> &'static str {
+    /// The number, if this is one.
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            Json::Number(x) => Some(*x),
+            _ => None,
+        }
+    }
+
+    /// The number as a count: `Some` only for a whole number in `0 ..= 2⁵³` that fits a
+    /// `usize` (so `2.5`, `-1` and `1e300` are `None`, never truncated).
+    pub fn as_usize(&self) -> Option<usize> {
+        match self {
+            Json::Number(x) if *x >= 0.0 && x.fract() == 0.0 && *x <= MAX_EXACT_INT => {
+                usize::try_from(*x as u64).ok()
+            }
+            _ => None,
+        }
+    }
+
+    /// The string, if this is one.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Json::String(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The boolean, if this is one.
+    pub fn as_bool(&self) -> Option<bool> {
+        match self {
+            Json::Bool(b) => Some(*b),
+            _ => None,
+        }
+    }
+
+    /// The items, if this is an array.
+    pub fn as_array(&self) -> Option<&[Json]> {
+        match self {
+            Json::Array(items) => Some(items),
+            _ => None,
+        }
+    }
+
+    /// The members in document order, if this is an object.
+    pub fn as_object(&self) -> Option<&[(String, Json)]> {
+        match self {
+            Json::Object(members) => Some(members),
+            _ => None,
+        }
+    }
+
+    /// A short description of the value's kind, for messages ("a number", "an array").
+    pub fn kind(&self) -> &'static str {
         match self {
             Json::Null => "null",
             Json::Bool(_) => "a boolean",
@@ -42,8 +122,12 @@ impl Json {
     }
 }
 
-/// Parses a complete JSON text. The error is a message with the byte offset.
-pub(crate) fn parse(text: &str) -> Result<Json, String> {
+/// Parses a complete JSON text (one value, surrounded by optional whitespace).
+///
+/// # Errors
+/// A message naming the problem and its byte offset, for any text that is not
+/// RFC 8259 JSON or nests deeper than 64 levels.
+pub fn parse(text: &str) -> Result<Json, String> {
     let mut p = Parser {
         s: text.as_bytes(),
         i: 0,
@@ -294,6 +378,31 @@ mod tests {
         assert_eq!(parse(" [ ] ").unwrap(), Json::Array(vec![]));
         assert_eq!(parse("-1.5e-3").unwrap(), Json::Number(-1.5e-3));
         assert_eq!(parse("0.7").unwrap(), Json::Number(0.7));
+    }
+
+    #[test]
+    fn accessors() {
+        let v = parse(r#"{"n": 3, "f": 2.5, "neg": -1, "big": 1e300, "s": "x", "b": false, "a": [1], "o": {}}"#)
+            .unwrap();
+        assert_eq!(v.get("n").and_then(Json::as_usize), Some(3));
+        assert_eq!(v.get("f").and_then(Json::as_usize), None);
+        assert_eq!(v.get("f").and_then(Json::as_f64), Some(2.5));
+        assert_eq!(v.get("neg").and_then(Json::as_usize), None);
+        assert_eq!(v.get("big").and_then(Json::as_usize), None);
+        assert_eq!(v.get("s").and_then(Json::as_str), Some("x"));
+        assert_eq!(v.get("b").and_then(Json::as_bool), Some(false));
+        assert_eq!(
+            v.get("a").and_then(Json::as_array).map(<[Json]>::len),
+            Some(1)
+        );
+        assert_eq!(
+            v.get("o").and_then(Json::as_object).map(<[_]>::len),
+            Some(0)
+        );
+        assert_eq!(v.get("s").and_then(Json::as_f64), None);
+        assert_eq!(v.get("missing"), None);
+        assert_eq!(v.get("a").unwrap().get("n"), None);
+        assert_eq!(v.kind(), "an object");
     }
 
     #[test]

@@ -35,7 +35,7 @@ pub mod segments;
 #[cfg(feature = "std")]
 pub mod case;
 #[cfg(feature = "std")]
-mod json;
+pub mod json;
 #[cfg(feature = "std")]
 pub mod parity;
 #[cfg(feature = "std")]

@@ -1,0 +1,290 @@
+//! A workload made ready to time: the layer (PyG's default initialisation from the
+//! layer's fixed seed), its inputs and the loss weights, and one call per mode.
+//!
+//! Inputs are drawn once, outside the timed call: node / element features standard
+//! normal from seed [`X_SEED`], the loss weights `R` (and `R₂` for MemPooling's `S`)
+//! standard normal from seed [`R_SEED`]. A call is what PyG's script times:
+//!
+//! - `infer`: the forward pass on the inference path (`EquilibriumAggregation::forward`
+//!   with eager inner gradients; `MemPooling::forward`, which returns `out` and PyG's
+//!   padded `S`);
+//! - `train`: zero the gradients, forward on a recording tape
+//!   (`InnerGrad::Record` for EquilibriumAggregation), `loss = Σ out·R`
+//!   (+ `Σ S·R₂ + kl_loss(S)` for MemPooling), backward, and accumulate into every
+//!   parameter's gradient.
+
+use readout_core::{Tape, Tensor};
+use readout_layers::{
+    EquilibriumAggregation, InnerGrad, LayerError, MemPooling, PoolArgs, Segments,
+};
+
+use crate::flops::{self, Flops};
+use crate::inputs::Normal;
+use crate::workload::{EqSpec, Mode, MpSpec, Workloads};
+
+/// Seed of the input features.
+pub const X_SEED: u64 = 0x5EED_0001;
+/// Seed of the loss weights.
+pub const R_SEED: u64 = 0x5EED_0002;
+
+/// PyG's defaults for the constructor arguments the workloads leave out.
+const LAMB: f32 = 0.1;
+const TAU: f64 = 1.0;
+
+/// The workload's description, layer-specific.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Spec {
+    /// An `EquilibriumAggregation` workload.
+    Eq(EqSpec),
+    /// A `MemPooling` workload.
+    Mp(MpSpec),
+}
+
+impl Spec {
+    /// Its name.
+    pub fn name(&self) -> &str {
+        match self {
+            Spec::Eq(w) => &w.name,
+            Spec::Mp(w) => &w.name,
+        }
+    }
+
+    /// FLOPs of one call (see [`crate::flops`]).
+    pub fn flops(&self, mode: Mode) -> Flops {
+        match self {
+            Spec::Eq(w) => flops::equilibrium(w, mode),
+            Spec::Mp(w) => flops::mempool(w, mode),
+        }
+    }
+
+    /// Rows the layer works on (`N` elements or nodes), the size the probe scales.
+    pub fn rows(&self) -> usize {
+        match self {
+            Spec::Eq(w) => w.num_elements,
+            Spec::Mp(w) => w.num_nodes(),
+        }
+    }
+
+    /// The same workload on about `fraction` of its rows (see [`EqSpec::scaled`],
+    /// [`MpSpec::scaled`]), and the fraction actually kept.
+    pub fn scaled(&self, fraction: f64) -> (Spec, f64) {
+        let s = match self {
+            Spec::Eq(w) => Spec::Eq(w.scaled(fraction)),
+            Spec::Mp(w) => Spec::Mp(w.scaled(fraction)),
+        };
+        let kept = s.rows() as f64 / self.rows().max(1) as f64;
+        (s, kept)
+    }
+
+    /// A short description of the sizes, for the report.
+    pub fn describe(&self) -> String {
+        match self {
+            Spec::Eq(w) => format!(
+                "N={} S={} {}→{} hidden {:?} T={}",
+                w.num_elements,
+                w.num_sets,
+                w.in_channels,
+                w.out_channels,
+                w.num_layers,
+                w.grad_iter
+            ),
+            Spec::Mp(w) => format!(
+                "N={} B={} N_max={} F={}→{} H={} K={}",
+                w.num_nodes(),
+                w.graph_sizes.len(),
+                w.max_nodes(),
+                w.in_channels,
+                w.out_channels,
+                w.heads,
+                w.num_clusters
+            ),
+        }
+    }
+}
+
+/// Every workload of a file, equilibrium first, in file order.
+pub fn all_specs(w: &Workloads) -> Vec<Spec> {
+    w.equilibrium
+        .iter()
+        .cloned()
+        .map(Spec::Eq)
+        .chain(w.mempool.iter().cloned().map(Spec::Mp))
+        .collect()
+}
+
+/// A workload with its layer and inputs, ready to run.
+pub enum Prepared {
+    /// `EquilibriumAggregation`.
+    Eq {
+        /// The layer.
+        layer: EquilibriumAggregation,
+        /// `x [N, in_channels]`.
+        x: Tensor<f32>,
+        /// The set of each element.
+        index: Vec<i64>,
+        /// `dim_size`.
+        sets: usize,
+        /// Loss weights `[S, out_channels]`.
+        r: Tensor<f32>,
+    },
+    /// `MemPooling`.
+    Mp {
+        /// The layer.
+        layer: MemPooling,
+        /// `x [N, in_channels]`.
+        x: Tensor<f32>,
+        /// The graph of each node.
+        batch: Vec<i64>,
+        /// Loss weights of `out`, `[B, K, out_channels]`.
+        r_out: Tensor<f32>,
+        /// Loss weights of PyG's padded `S`, `[B, N_max, K]`.
+        r_s: Tensor<f32>,
+    },
+}
+
+impl Prepared {
+    /// Builds the layer and draws the inputs.
+    ///
+    /// # Errors
+    /// [`LayerError`] if the layer refuses the workload's sizes.
+    pub fn new(spec: &Spec) -> Result<Prepared, LayerError> {
+        let mut xs = Normal::new(X_SEED);
+        let mut rs = Normal::new(R_SEED);
+        Ok(match spec {
+            Spec::Eq(w) => Prepared::Eq {
+                layer: EquilibriumAggregation::new(
+                    w.in_channels,
+                    w.out_channels,
+                    &w.num_layers,
+                    w.grad_iter,
+                    LAMB,
+                )?,
+                x: xs.tensor(&[w.num_elements, w.in_channels]),
+                index: w.index(),
+                sets: w.num_sets,
+                r: rs.tensor(&[w.num_sets, w.out_channels]),
+            },
+            Spec::Mp(w) => Prepared::Mp {
+                layer: MemPooling::new(
+                    w.in_channels,
+                    w.out_channels,
+                    w.heads,
+                    w.num_clusters,
+                    TAU,
+                )?,
+                x: xs.tensor(&[w.num_nodes(), w.in_channels]),
+                batch: w.batch(),
+                r_out: rs.tensor(&[w.graph_sizes.len(), w.num_clusters, w.out_channels]),
+                r_s: rs.tensor(&[w.graph_sizes.len(), w.max_nodes(), w.num_clusters]),
+            },
+        })
+    }
+
+    /// One call of `mode`; returns a value of the result (the sum of the output for
+    /// `infer`, the loss for `train`) so that nothing can be optimised away.
+    ///
+    /// # Errors
+    /// [`LayerError`] from the layer (none for the shipped workloads).
+    pub fn run(&mut self, mode: Mode) -> Result<f64, LayerError> {
+        match (self, mode) {
+            (
+                Prepared::Eq {
+                    layer,
+                    x,
+                    index,
+                    sets,
+                    ..
+                },
+                Mode::Infer,
+            ) => {
+                let y = layer.forward(x, Segments::Index(index), Some(*sets))?;
+                Ok(y.data().iter().map(|&v| f64::from(v)).sum())
+            }
+            (
+                Prepared::Eq {
+                    layer,
+                    x,
+                    index,
+                    sets,
+                    r,
+                },
+                Mode::Train,
+            ) => {
+                layer.parameters_mut().zero_grad();
+                let mut tape = Tape::<f32>::new();
+                let bound = layer.parameters().bind(&mut tape, true);
+                let xv = tape.constant(x.clone());
+                let y = layer.forward_on(
+                    &mut tape,
+                    &bound,
+                    xv,
+                    Segments::Index(index),
+                    Some(*sets),
+                    InnerGrad::Record,
+                )?;
+                let weighted = tape.mask_mul(y, r.clone())?;
+                let loss = tape.sum(weighted)?;
+                let value = f64::from(tape.value(loss)?.item());
+                let grads = tape.backward(loss)?;
+                layer.parameters_mut().accumulate(&bound, &grads);
+                Ok(value)
+            }
+            (
+                Prepared::Mp {
+                    layer, x, batch, ..
+                },
+                Mode::Infer,
+            ) => {
+                let (out, s) = layer.forward(x, PoolArgs::new().batch(batch))?;
+                Ok(out.data().iter().map(|&v| f64::from(v)).sum::<f64>()
+                    + s.data().iter().map(|&v| f64::from(v)).sum::<f64>())
+            }
+            (
+                Prepared::Mp {
+                    layer,
+                    x,
+                    batch,
+                    r_out,
+                    r_s,
+                },
+                Mode::Train,
+            ) => {
+                layer.parameters_mut().zero_grad();
+                let mut tape = Tape::<f32>::new();
+                let bound = layer.parameters().bind(&mut tape, true);
+                let xv = tape.constant(x.clone());
+                let mut pooled =
+                    layer.forward_on(&mut tape, &bound, xv, PoolArgs::new().batch(batch))?;
+                let out = pooled.out();
+                let s = pooled.s(&mut tape)?;
+                let kl = pooled.kl_loss(&mut tape)?;
+                let wo = tape.mask_mul(out, r_out.clone())?;
+                let lo = tape.sum(wo)?;
+                let ws = tape.mask_mul(s, r_s.clone())?;
+                let ls = tape.sum(ws)?;
+                let loss = tape.add(lo, ls)?;
+                let loss = tape.add(loss, kl)?;
+                let value = f64::from(tape.value(loss)?.item());
+                let grads = tape.backward(loss)?;
+                layer.parameters_mut().accumulate(&bound, &grads);
+                Ok(value)
+            }
+        }
+    }
+
+    /// The sum of every parameter's accumulated gradient magnitude (for tests: the
+    /// last `train` call reached every parameter).
+    pub fn grad_norms(&self) -> Vec<(String, f64)> {
+        let params = match self {
+            Prepared::Eq { layer, .. } => layer.parameters(),
+            Prepared::Mp { layer, .. } => layer.parameters(),
+        };
+        params
+            .iter()
+            .map(|p| {
+                let s = p.grad().data().iter().map(|&g| f64::from(g.abs())).sum();
+                (p.name().to_owned(), s)
+            })
+            .collect()
+    }
+}
