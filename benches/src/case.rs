@@ -9,7 +9,7 @@
 //!   with eager inner gradients; `MemPooling::forward`, which returns `out` and PyG's
 //!   padded `S`);
 //! - `train`: zero the gradients, forward on a recording tape
-//!   (`InnerGrad::Record` for EquilibriumAggregation), `loss = Σ out·R`
+//!   (`InnerGrad::Adjoint` for EquilibriumAggregation), `loss = Σ out·R`
 //!   (+ `Σ S·R₂ + kl_loss(S)` for MemPooling), backward, and accumulate into every
 //!   parameter's gradient.
 
@@ -220,7 +220,7 @@ impl Prepared {
                     xv,
                     Segments::Index(index),
                     Some(*sets),
-                    InnerGrad::Record,
+                    InnerGrad::Adjoint,
                 )?;
                 let weighted = tape.mask_mul(y, r.clone())?;
                 let loss = tape.sum(weighted)?;

@@ -54,14 +54,14 @@ fn eq_widths(w: &EqSpec) -> (f64, f64) {
 ///   hidden unit forward (LayerNorm 6, affine 2, tanh 1, skip 1) and 10 backward, the
 ///   momentum update.
 ///
-/// **train** (`forward_on(…, InnerGrad::Record)`, then one backward to every
-/// parameter): each inner step records the potential's forward GEMMs
-/// (`2·S·c_out·W + 2·N·P + 2·N·h_L`) and the recorded gradient with respect to `y`
-/// (the same sizes again: `G = 4·S·c_out·W + 4·N·P + 4·N·h_L` per step); the outer
-/// backward runs two GEMMs of the same size for each recorded one (both operands need
-/// a gradient) and one for `x·W_xᵀ` (`x` is data):
-/// - GEMM: `4·N·c_in·W + 3·T·G`;
-/// - elementwise ≈ `2·N·W + 3 · T · (infer's per-step elementwise)`.
+/// **train** (`forward_on(…, InnerGrad::Adjoint)`, then one backward to every
+/// parameter): the inner loop runs as in **infer**; the backward pass reverses the `T`
+/// steps, each with a Hessian-vector product on short per-chunk tapes. One product
+/// re-runs the potential's forward GEMMs with the `x` part (`2·N·c_in·W`), records the
+/// gradient with respect to `y` and differentiates it once more, about three times the
+/// recorded sizes `G = 4·S·c_out·W + 4·N·P + 4·N·h_L`:
+/// - GEMM: infer's `+ T · (2·N·c_in·W + 3·G)`;
+/// - elementwise ≈ infer's `+ 3 · T · (infer's per-step elementwise)`.
 pub fn equilibrium(w: &EqSpec, mode: Mode) -> Flops {
     let (n, s) = (w.num_elements as f64, w.num_sets as f64);
     let (cin, cout, t) = (
@@ -80,9 +80,10 @@ pub fn equilibrium(w: &EqSpec, mode: Mode) -> Flops {
         },
         Mode::Train => {
             let g = 4.0 * s * cout * width + 4.0 * n * p + 4.0 * n * hl;
+            let infer_gemm = 2.0 * n * cin * width + t * (4.0 * s * cout * width + 4.0 * n * p);
             Flops {
-                gemm: 4.0 * n * cin * width + 3.0 * t * g,
-                elementwise: 2.0 * n * width + 3.0 * t * ew_step,
+                gemm: infer_gemm + t * (2.0 * n * cin * width + 3.0 * g),
+                elementwise: n * width + t * ew_step + 3.0 * t * ew_step,
             }
         }
     }
