@@ -10,6 +10,18 @@
 //!   and time before running it;
 //! - [`alloc`]: the counting allocator behind "peak bytes";
 //! - [`machine`]: load average, free memory, the assumed per-core peak.
+//!
+//! ```
+//! use readout_benches::{Mode, Prepared, Workloads, all_specs};
+//!
+//! // Run the smallest EquilibriumAggregation workload once in each mode.
+//! let workloads = Workloads::parse(readout_benches::workload::WORKLOADS_JSON).unwrap();
+//! let spec = all_specs(&workloads).into_iter().find(|s| s.name() == "eq_median").unwrap();
+//! let mut prepared = Prepared::new(&spec).unwrap();
+//! let out = prepared.run(Mode::Infer).unwrap();
+//! let loss = prepared.run(Mode::Train).unwrap();
+//! assert!(out.is_finite() && loss.is_finite());
+//! ```
 #![warn(missing_docs)]
 // `LayerError` is large; here it only travels the cold path of a failed benchmark, once.
 #![allow(clippy::result_large_err)]
