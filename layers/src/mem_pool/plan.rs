@@ -6,6 +6,34 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use crate::error::LayerError;
+use crate::limits;
+
+/// The widest buffers a forward allocates, per row and per graph, for the size caps
+/// ([`limits::MAX_ELEMENTS`]) checked before anything is allocated.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Widths {
+    /// Values per (real or padded) node row: `max(F, H·K)`.
+    pub(crate) row: usize,
+    /// Values per graph: `K · max(F, F')`.
+    pub(crate) graph: usize,
+}
+
+impl Widths {
+    /// Refuses `b` graphs of `n_max` padded rows, or `rows` real rows, that would need
+    /// a buffer above the cap.
+    fn check(self, b: usize, n_max: usize, rows: usize) -> Result<(), LayerError> {
+        limits::elements("batch_size × num_clusters × channels", &[b, self.graph])?;
+        limits::elements(
+            "batch_size × max_num_nodes × max(channels, heads × num_clusters)",
+            &[b, n_max, self.row],
+        )?;
+        limits::elements(
+            "nodes × max(channels, heads × num_clusters)",
+            &[rows, self.row],
+        )?;
+        Ok(())
+    }
+}
 
 /// A validated `[B, N_max]` layout of the real (kept, valid) rows of `x`.
 ///
@@ -53,6 +81,7 @@ impl Plan {
         batch: Option<&[i64]>,
         max_num_nodes: Option<usize>,
         batch_size: Option<usize>,
+        widths: Widths,
     ) -> Result<Plan, LayerError> {
         // Graph of each node, validated: non-negative and sorted.
         let mut counts: Vec<usize>;
@@ -67,6 +96,7 @@ impl Plan {
                         "must be ≥ 1: there is one graph when batch is None",
                     ));
                 }
+                widths.check(b, 0, n)?;
                 counts = vec![0; b];
                 counts[0] = n;
             }
@@ -96,8 +126,9 @@ impl Plan {
                     }
                     prev = g;
                 }
+                // Every entry is ≥ 0 here, so the last one converts.
                 let needed = match batch.last() {
-                    Some(&m) => m as usize + 1,
+                    Some(&m) => usize::try_from(m).map_or(usize::MAX, |m| m.saturating_add(1)),
                     None => 0,
                 };
                 let b = batch_size.unwrap_or(needed);
@@ -115,6 +146,7 @@ impl Plan {
                         "an empty batch has no graph; pass batch_size ≥ 1",
                     ));
                 }
+                widths.check(b, 0, n)?;
                 counts = vec![0; b];
                 for &e in batch {
                     counts[e as usize] += 1;
@@ -124,7 +156,7 @@ impl Plan {
         let b = counts.len();
         let largest = counts.iter().copied().max().unwrap_or(0);
         let max_nodes = max_num_nodes.unwrap_or(largest);
-        check_padded(b, max_nodes)?;
+        widths.check(b, max_nodes, n)?;
         let mut ptr = Vec::with_capacity(b + 1);
         ptr.push(0);
         let mut positions = Vec::with_capacity(n.min(b.saturating_mul(max_nodes)));
@@ -156,7 +188,12 @@ impl Plan {
     }
 
     /// The layout of dense input `[B, N, F]` with an optional mask `[B, N]` (row-major).
-    pub(crate) fn dense(b: usize, n: usize, mask: Option<&[bool]>) -> Result<Plan, LayerError> {
+    pub(crate) fn dense(
+        b: usize,
+        n: usize,
+        mask: Option<&[bool]>,
+        widths: Widths,
+    ) -> Result<Plan, LayerError> {
         if b == 0 {
             return Err(LayerError::invalid_argument(
                 "x",
@@ -164,7 +201,7 @@ impl Plan {
                 "a dense batch needs at least one graph",
             ));
         }
-        check_padded(b, n)?;
+        widths.check(b, n, 0)?;
         let all = mask.is_none_or(|m| m.iter().all(|&v| v));
         let mut ptr = Vec::with_capacity(b + 1);
         ptr.push(0);
@@ -196,16 +233,4 @@ impl Plan {
             dense_input: true,
         })
     }
-}
-
-/// Refuses a padded layout whose element count overflows.
-fn check_padded(b: usize, n: usize) -> Result<(), LayerError> {
-    if b.checked_mul(n).is_none() {
-        return Err(LayerError::invalid_argument(
-            "batch_size × max_num_nodes",
-            format!("{b} × {n}"),
-            "overflows the address space",
-        ));
-    }
-    Ok(())
 }
