@@ -1,10 +1,10 @@
 //! Regression tests for what the fuzz targets found (`fuzz/README.md`): each reproduces
 //! one finding with the smallest input that showed it.
 
-use readout_core::Tensor;
+use readout_core::{Tape, Tensor};
 use readout_layers::limits::{MAX_ELEMENTS, MAX_GRAD_ITER};
 use readout_layers::{
-    EquilibriumAggregation, LayerError, Mask, MemPooling, PoolArgs, PoolPath, Segments,
+    EquilibriumAggregation, InnerGrad, LayerError, Mask, MemPooling, PoolArgs, PoolPath, Segments,
 };
 
 const ABSURD: usize = 1 << 40;
@@ -114,5 +114,32 @@ fn mem_pooling_forward_refuses_absurd_batches() {
         too_large(pool.forward(&empty, args), "batch_size");
         let mask = Mask::new([ABSURD, 0], &[]).unwrap();
         too_large(pool.forward(&empty, args.mask(mask)), "batch_size");
+    }
+}
+
+/// layer_inputs: with no set at all (`x` empty and `dim_size = 0`), the recorded
+/// energy's regulariser was a mean over zero sets, 0/0, and the gradient of `lamb`
+/// came out NaN (0·∞ in the second backward). With no set there is no regulariser.
+#[test]
+fn no_set_gives_finite_gradients() {
+    let layer = EquilibriumAggregation::new(1, 2, &[3], 2, 0.1).unwrap();
+    let x = Tensor::from_vec(&[0, 1], vec![]).unwrap();
+    for segments in [Segments::One, Segments::Index(&[]), Segments::Ptr(&[0])] {
+        let mut tape = Tape::<f32>::new();
+        let p = layer.parameters().bind(&mut tape, true);
+        let xv = tape.variable(x.clone());
+        let y = layer
+            .forward_on(&mut tape, &p, xv, segments, Some(0), InnerGrad::Record)
+            .unwrap();
+        assert_eq!(tape.value(y).unwrap().shape(), &[0, 2]);
+        let loss = tape.sum(y).unwrap();
+        let grads = tape.backward(loss).unwrap();
+        for (v, g) in grads.iter() {
+            assert!(g.all_finite(), "gradient of {v:?}: {g:?}");
+        }
+        assert_eq!(
+            layer.forward(&x, segments, Some(0)).unwrap().shape(),
+            &[0, 2]
+        );
     }
 }
