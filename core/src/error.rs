@@ -104,6 +104,15 @@ pub enum CoreError {
         /// Nodes on the tape.
         len: usize,
     },
+    /// A result's element count overflows `usize`, or its bytes exceed what one
+    /// allocation can hold (`isize::MAX`): refused instead of panicking in the
+    /// allocator (shapes with a zero dimension can hold absurd other dimensions).
+    TooLarge {
+        /// The op or constructor.
+        op: &'static str,
+        /// The shape asked for.
+        shape: Shape,
+    },
     /// A backward pass without a seed needs a one-element output.
     NotScalar {
         /// The op.
@@ -187,6 +196,10 @@ impl fmt::Display for CoreError {
             CoreError::UnknownVar { op, id, len } => write!(
                 f,
                 "{op}: variable #{id} is not on this tape (it holds {len} nodes; was it truncated away or made by another tape?)"
+            ),
+            CoreError::TooLarge { op, shape } => write!(
+                f,
+                "{op}: a result of shape {shape} is too large to allocate"
             ),
             CoreError::NotScalar { op, shape } => write!(
                 f,

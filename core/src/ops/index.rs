@@ -115,7 +115,7 @@ impl<T: Real> Tape<T> {
     /// # Errors
     /// [`CoreError::BadRank`] for a scalar, [`CoreError::IndexLength`] when `index` does
     /// not have one entry per row of `x`, [`CoreError::IndexOutOfRange`] for an entry
-    /// `≥ dim_size`.
+    /// `≥ dim_size`, [`CoreError::TooLarge`] if `dim_size` rows cannot be allocated.
     pub fn scatter_add(
         &mut self,
         x: Var,
@@ -133,6 +133,7 @@ impl<T: Real> Tape<T> {
             });
         }
         check_index("scatter_add", "index", index, dim_size)?;
+        crate::tensor::check_alloc::<T>("scatter_add", s.with_first(dim_size))?;
         Ok(self.scatter_shared(x, index.into(), dim_size))
     }
 
@@ -206,7 +207,7 @@ impl<T: Real> Tape<T> {
     /// # Errors
     /// [`CoreError::BadRank`] for a scalar, [`CoreError::BadPtr`] unless `ptr` starts at
     /// 0 and never decreases, [`CoreError::IndexLength`] unless `x` has one row per
-    /// segment.
+    /// segment, [`CoreError::TooLarge`] if `ptr`'s last entry rows cannot be allocated.
     pub fn repeat_segments(&mut self, x: Var, ptr: &[usize]) -> Result<Var, CoreError> {
         let s = self.check("repeat_segments", x)?.dims();
         rows_of("repeat_segments", s)?;
@@ -217,9 +218,10 @@ impl<T: Real> Tape<T> {
                 op: "repeat_segments",
                 arg: "ptr",
                 len: ptr.len(),
-                expected: s.first() + 1,
+                expected: s.first().saturating_add(1),
             });
         }
+        crate::tensor::check_alloc::<T>("repeat_segments", s.with_first(n))?;
         Ok(self.expand_ptr_shared(x, ptr.into()))
     }
 
