@@ -1,7 +1,8 @@
 //! Small random configurations and inputs of both layers, with sane values:
 //!
-//! - the `f32` results (outputs and every gradient) agree with the `f64` results within
-//!   [`TOL`] relative to the result's scale, `|a − b| ≤ TOL·(1 + max|b|)`;
+//! - the `f32` results agree with the `f64` results relative to the result's scale,
+//!   `|a − b| ≤ tol·(1 + max|b|)`: outputs, `S` and `kl_loss` with `tol` = [`TOL`],
+//!   every gradient with `tol` = [`TOL_GRAD`];
 //! - the inference path equals the training path's forward (MemPooling: bit for bit;
 //!   EquilibriumAggregation's fused eager engine: within [`TOL`]);
 //! - `ptr` equals the equivalent sorted `index` (EquilibriumAggregation, bit for bit);
@@ -18,8 +19,13 @@ use readout_layers::{
     EquilibriumAggregation, InnerGrad, Mask, MemPooling, Parameters, PoolArgs, PoolPath, Segments,
 };
 
-/// Relative agreement required between `f32` and `f64` (and between the `f32` paths).
+/// Relative agreement required between `f32` and `f64` outputs (and between the
+/// `f32` paths).
 const TOL: f64 = 2e-3;
+/// Relative agreement required between `f32` and `f64` gradients: they go through one
+/// more backward pass (EquilibriumAggregation: a second-order one) of LayerNorm, whose
+/// condition number `|x|/|x − mean|` is unbounded for nearly constant rows.
+const TOL_GRAD: f64 = 2e-2;
 
 fuzz_target!(|data: &[u8]| {
     let mut d = Draw::new(data);
@@ -36,14 +42,19 @@ fn scale(want: &[f64]) -> f64 {
 
 /// `|got − want| ≤ TOL·(1 + max|want|)` element by element.
 fn close<T: Real>(what: &str, got: &[T], want: &[f64]) {
+    close_tol(what, got, want, TOL);
+}
+
+/// `|got − want| ≤ tol·(1 + max|want|)` element by element.
+fn close_tol<T: Real>(what: &str, got: &[T], want: &[f64], tol: f64) {
     assert_eq!(got.len(), want.len(), "{what}: lengths differ");
     let s = scale(want);
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
         let g = g.to_f64();
         assert!(
-            (g - w).abs() <= TOL * s,
+            (g - w).abs() <= tol * s,
             "{what}[{i}]: {g} vs {w} (scale {s}, allowed {})",
-            TOL * s
+            tol * s
         );
     }
 }
@@ -130,7 +141,7 @@ fn equilibrium(d: &mut Draw) {
     let (y64, g64) = eq_run::<f64>(&layer, &x, segments, dim_size, &w);
     close("eq out f32 vs f64", &y32, &y64);
     for (i, (a, b)) in g32.iter().zip(&g64).enumerate() {
-        close(&format!("eq grad {i} f32 vs f64"), a, b);
+        close_tol(&format!("eq grad {i} f32 vs f64"), a, b, TOL_GRAD);
     }
 
     // Inference (fused eager engine) vs the recorded forward.
@@ -240,7 +251,7 @@ fn mem_pool(d: &mut Draw) {
     close("mp S f32 vs f64", &s32, &s64);
     close("mp kl_loss f32 vs f64", &[kl32], &[kl64]);
     for (i, (a, b)) in g32.iter().zip(&g64).enumerate() {
-        close(&format!("mp grad {i} f32 vs f64"), a, b);
+        close_tol(&format!("mp grad {i} f32 vs f64"), a, b, TOL_GRAD);
     }
 
     // Inference = the training forward, bit for bit.

@@ -127,7 +127,17 @@ impl<'a> Draw<'a> {
                 .unwrap_or(i64::MAX)
                 .saturating_add(self.int(0, 2) as i64),
             244..=249 => self.pick(&[i64::MIN, i64::MAX, i64::MAX - 1, 1 << 40]),
-            _ => self.u.arbitrary().unwrap_or(0),
+            _ => {
+                // Anything, but never a merely large count: a set or graph id in
+                // 64 .. 2⁴⁰ would be legitimate and only slow (millions of empty sets),
+                // so it is moved up into the absurd range the layers must refuse.
+                let v: i64 = self.u.arbitrary().unwrap_or(0);
+                if (64..ABSURD as i64).contains(&v) {
+                    v | ABSURD as i64
+                } else {
+                    v
+                }
+            }
         }
     }
 }
