@@ -30,6 +30,10 @@ fn row_width(s: Shape) -> usize {
 }
 
 /// Checks that every entry of `index` is below `bound`.
+///
+/// # Errors
+/// [`CoreError::IndexOutOfRange`] naming `op`, `arg`, the first bad entry's position
+/// and value, and `bound`.
 pub fn check_index(
     op: &'static str,
     arg: &'static str,
@@ -49,6 +53,11 @@ pub fn check_index(
 }
 
 /// Checks that `ptr` starts at 0, never decreases and ends at `n`.
+///
+/// # Errors
+/// [`CoreError::BadPtr`] naming `op`, the position and value of the first offending
+/// entry, and what is wrong with it (empty, not starting at 0, decreasing, or not
+/// ending at `n`).
 pub fn check_ptr(op: &'static str, ptr: &[usize], n: usize) -> Result<(), CoreError> {
     let Some(&first) = ptr.first() else {
         return Err(CoreError::BadPtr {
