@@ -284,12 +284,11 @@ fn step(
             }
             let dim = (*dim).max(1);
             let idx = index_from(s, rows(&sa), dim);
-            let v = if matches!(ins.op, Op::ScatterAdd(..)) {
+            if matches!(ins.op, Op::ScatterAdd(..)) {
                 (t.scatter_add(a, &idx, dim)?, ba * rows(&sa).max(1) as f64)
             } else {
                 (t.scatter_mean(a, &idx, dim)?, ba)
-            };
-            v
+            }
         }
         Op::SegmentSum(s) | Op::SegmentMean(s) => {
             if sa.is_empty() {
