@@ -233,7 +233,7 @@ fn unary(d: &mut Draw) {
                         );
                         continue;
                     }
-                    2.0 + f64::from((1.0 + t) * 0.5) / 2.0
+                    2.0 + f64::from((1.0 + t) * 0.5)
                 }
                 _ => unreachable!(),
             };
