@@ -119,6 +119,15 @@ pub enum CoreError {
         /// What is wrong.
         why: &'static str,
     },
+    /// A result's element count overflows `usize`, or its bytes exceed what one
+    /// allocation can hold (`isize::MAX`): refused instead of panicking in the
+    /// allocator (shapes with a zero dimension can hold absurd other dimensions).
+    TooLarge {
+        /// The op or constructor.
+        op: &'static str,
+        /// The shape asked for.
+        shape: Shape,
+    },
     /// A backward pass without a seed needs a one-element output.
     NotScalar {
         /// The op.
@@ -210,6 +219,10 @@ impl fmt::Display for CoreError {
             CoreError::CustomRule { op, input, why } => {
                 write!(f, "{op}: the gradient returned for input {input} {why}")
             }
+            CoreError::TooLarge { op, shape } => write!(
+                f,
+                "{op}: a result of shape {shape} is too large to allocate"
+            ),
             CoreError::NotScalar { op, shape } => write!(
                 f,
                 "{op}: the output has shape {shape}; without a seed gradient it must hold exactly one value"

@@ -74,6 +74,13 @@ impl Shape {
         self.dims().iter().fold(1usize, |n, &d| n.saturating_mul(d))
     }
 
+    /// The number of elements, or `None` when it overflows `usize`.
+    pub fn checked_numel(&self) -> Option<usize> {
+        self.dims()
+            .iter()
+            .try_fold(1usize, |n, &d| n.checked_mul(d))
+    }
+
     /// Size of the last dimension (1 for a scalar).
     pub fn cols(&self) -> usize {
         self.dims().last().copied().unwrap_or(1)

@@ -19,6 +19,18 @@ fn shape_of(op: &'static str, dims: &[usize]) -> Result<Shape, CoreError> {
     })
 }
 
+/// Checks that a tensor of `shape` can be allocated: its element count fits `usize`
+/// and its bytes fit one allocation (`isize::MAX`, `Vec`'s limit).
+pub(crate) fn check_alloc<T>(op: &'static str, shape: Shape) -> Result<usize, CoreError> {
+    shape
+        .checked_numel()
+        .filter(|&n| {
+            n.checked_mul(core::mem::size_of::<T>().max(1))
+                .is_some_and(|b| b <= isize::MAX as usize)
+        })
+        .ok_or(CoreError::TooLarge { op, shape })
+}
+
 impl<T: Real> Tensor<T> {
     /// A tensor from its shape and its values in row-major order.
     ///
@@ -48,7 +60,7 @@ impl<T: Real> Tensor<T> {
     /// A tensor of zeros.
     ///
     /// # Errors
-    /// [`CoreError::RankTooHigh`] for more than three dimensions.
+    /// As [`Tensor::full`].
     pub fn zeros(dims: &[usize]) -> Result<Self, CoreError> {
         Self::full(dims, T::ZERO)
     }
@@ -56,13 +68,19 @@ impl<T: Real> Tensor<T> {
     /// A tensor with every value equal to `v`.
     ///
     /// # Errors
-    /// [`CoreError::RankTooHigh`] for more than three dimensions.
+    /// [`CoreError::RankTooHigh`] for more than three dimensions,
+    /// [`CoreError::TooLarge`] when the element count overflows or cannot be allocated.
     pub fn full(dims: &[usize], v: T) -> Result<Self, CoreError> {
         let shape = shape_of("Tensor::full", dims)?;
+        check_alloc::<T>("Tensor::full", shape)?;
         Ok(Self::filled(shape, v))
     }
 
     /// A tensor of the given shape filled with `v`.
+    ///
+    /// # Panics
+    /// When the element count overflows `usize` or cannot be allocated (use
+    /// [`Tensor::full`] for a typed error instead).
     pub fn filled(shape: Shape, v: T) -> Self {
         Tensor {
             shape,

@@ -102,6 +102,15 @@ pub enum LayerError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A size is above its cap ([`crate::limits`]): refused before allocating.
+    TooLarge {
+        /// The argument (or the buffer it implies, naming the arguments).
+        name: String,
+        /// The factors whose product is too large.
+        dims: Vec<usize>,
+        /// The cap on that product.
+        limit: usize,
+    },
     /// A layer or function argument has an invalid value.
     InvalidArgument {
         /// The argument's name.
@@ -194,6 +203,14 @@ impl fmt::Display for LayerError {
             ),
             LayerError::BadMetadata { key, reason } => {
                 write!(f, "metadata `{key}`: {reason}")
+            }
+            LayerError::TooLarge { name, dims, limit } => {
+                write!(f, "`{name}` is too large: ")?;
+                for (i, d) in dims.iter().enumerate() {
+                    let sep = if i == 0 { "" } else { " × " };
+                    write!(f, "{sep}{d}")?;
+                }
+                write!(f, " values, above the limit of {limit}")
             }
             LayerError::InvalidArgument {
                 name,

@@ -26,6 +26,7 @@ extern crate alloc;
 pub mod equilibrium;
 pub mod error;
 pub mod init;
+pub mod limits;
 pub mod mem_pool;
 pub mod optim;
 pub mod param;

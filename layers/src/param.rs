@@ -92,6 +92,10 @@ impl Bound {
     }
 
     /// The handle of parameter `i`.
+    ///
+    /// # Panics
+    /// If `i` is not below the number of handles (the layers check the count first and
+    /// return [`LayerError::LengthMismatch`]).
     pub fn var(&self, i: usize) -> Var {
         self.vars[i]
     }
@@ -129,11 +133,18 @@ impl Parameters {
     }
 
     /// Parameter `i` in `state_dict` order.
+    ///
+    /// # Panics
+    /// If `i` is not below [`Parameters::len`] (like slice indexing; [`Parameters::get`]
+    /// looks a parameter up by name without panicking).
     pub fn at(&self, i: usize) -> &Parameter {
         &self.list[i]
     }
 
     /// Parameter `i`, mutable.
+    ///
+    /// # Panics
+    /// If `i` is not below [`Parameters::len`].
     pub fn at_mut(&mut self, i: usize) -> &mut Parameter {
         &mut self.list[i]
     }

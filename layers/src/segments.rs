@@ -6,6 +6,7 @@ use alloc::vec::Vec;
 use readout_core::{Real, Tape, Var};
 
 use crate::error::LayerError;
+use crate::limits;
 
 /// How the `N` elements of `x` are grouped into sets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,11 +50,16 @@ impl Layout {
     ///
     /// `dim_size` defaults to `max(index) + 1` (0 for an empty index), to
     /// `ptr.len() − 1`, or to 1 for one set; a larger one adds empty sets at the end.
+    /// The sets times `row_width` (the widest per-set row the caller allocates) must
+    /// stay within [`crate::limits::MAX_ELEMENTS`]; that is checked before anything is
+    /// allocated.
     pub(crate) fn new(
         segments: Segments<'_>,
         n: usize,
         dim_size: Option<usize>,
+        row_width: usize,
     ) -> Result<Layout, LayerError> {
+        let cap = |name: &str, sets: usize| limits::elements(name, &[sets, row_width]);
         match segments {
             Segments::Index(index) => {
                 if index.len() != n {
@@ -64,8 +70,10 @@ impl Layout {
                     });
                 }
                 let index = to_usize("index", index)?;
-                let needed = index.iter().max().map_or(0, |&m| m + 1);
+                let needed = index.iter().max().map_or(0, |&m| m.saturating_add(1));
+                cap("max(index) + 1 sets × row width", needed)?;
                 let dim_size = dim_size.unwrap_or(needed);
+                cap("dim_size × row width", dim_size)?;
                 if dim_size < needed {
                     return Err(LayerError::invalid_argument(
                         "dim_size",
@@ -89,6 +97,7 @@ impl Layout {
                 readout_core::check_ptr("EquilibriumAggregation", &ptr, n)?;
                 let sets = ptr.len() - 1;
                 let dim_size = dim_size.unwrap_or(sets);
+                cap("dim_size × row width", dim_size)?;
                 if dim_size < sets {
                     return Err(LayerError::invalid_argument(
                         "dim_size",
@@ -101,6 +110,7 @@ impl Layout {
             }
             Segments::One => {
                 let dim_size = dim_size.unwrap_or(1);
+                cap("dim_size × row width", dim_size)?;
                 if dim_size == 0 && n > 0 {
                     return Err(LayerError::invalid_argument(
                         "dim_size",

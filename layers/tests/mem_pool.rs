@@ -536,15 +536,15 @@ fn forward_errors() {
     let e = l
         .forward(&x2, PoolArgs::new().batch(&[0, 0, 1, 1, i64::MAX]))
         .unwrap_err();
-    assert_eq!(err_name(&e), "batch_size × max_num_nodes", "{e}");
+    assert!(matches!(e, LayerError::TooLarge { .. }), "{e}");
     let e = l
         .forward(&x2, PoolArgs::new().batch_size(usize::MAX))
         .unwrap_err();
-    assert_eq!(err_name(&e), "batch_size × max_num_nodes", "{e}");
+    assert!(matches!(e, LayerError::TooLarge { .. }), "{e}");
     let e = l
         .forward(&x2, PoolArgs::new().max_num_nodes(usize::MAX / 2))
         .unwrap_err();
-    assert_eq!(err_name(&e), "batch_size × max_num_nodes", "{e}");
+    assert!(matches!(e, LayerError::TooLarge { .. }), "{e}");
     // max_num_nodes = 0 drops every node (as to_dense_batch does).
     let (out, s) = l
         .forward(

@@ -30,6 +30,10 @@ fn row_width(s: Shape) -> usize {
 }
 
 /// Checks that every entry of `index` is below `bound`.
+///
+/// # Errors
+/// [`CoreError::IndexOutOfRange`] naming `op`, `arg`, the first bad entry's position
+/// and value, and `bound`.
 pub fn check_index(
     op: &'static str,
     arg: &'static str,
@@ -49,6 +53,11 @@ pub fn check_index(
 }
 
 /// Checks that `ptr` starts at 0, never decreases and ends at `n`.
+///
+/// # Errors
+/// [`CoreError::BadPtr`] naming `op`, the position and value of the first offending
+/// entry, and what is wrong with it (empty, not starting at 0, decreasing, or not
+/// ending at `n`).
 pub fn check_ptr(op: &'static str, ptr: &[usize], n: usize) -> Result<(), CoreError> {
     let Some(&first) = ptr.first() else {
         return Err(CoreError::BadPtr {
@@ -115,7 +124,7 @@ impl<T: Real> Tape<T> {
     /// # Errors
     /// [`CoreError::BadRank`] for a scalar, [`CoreError::IndexLength`] when `index` does
     /// not have one entry per row of `x`, [`CoreError::IndexOutOfRange`] for an entry
-    /// `≥ dim_size`.
+    /// `≥ dim_size`, [`CoreError::TooLarge`] if `dim_size` rows cannot be allocated.
     pub fn scatter_add(
         &mut self,
         x: Var,
@@ -133,6 +142,7 @@ impl<T: Real> Tape<T> {
             });
         }
         check_index("scatter_add", "index", index, dim_size)?;
+        crate::tensor::check_alloc::<T>("scatter_add", s.with_first(dim_size))?;
         Ok(self.scatter_shared(x, index.into(), dim_size))
     }
 
@@ -206,7 +216,7 @@ impl<T: Real> Tape<T> {
     /// # Errors
     /// [`CoreError::BadRank`] for a scalar, [`CoreError::BadPtr`] unless `ptr` starts at
     /// 0 and never decreases, [`CoreError::IndexLength`] unless `x` has one row per
-    /// segment.
+    /// segment, [`CoreError::TooLarge`] if `ptr`'s last entry rows cannot be allocated.
     pub fn repeat_segments(&mut self, x: Var, ptr: &[usize]) -> Result<Var, CoreError> {
         let s = self.check("repeat_segments", x)?.dims();
         rows_of("repeat_segments", s)?;
@@ -217,9 +227,10 @@ impl<T: Real> Tape<T> {
                 op: "repeat_segments",
                 arg: "ptr",
                 len: ptr.len(),
-                expected: s.first() + 1,
+                expected: s.first().saturating_add(1),
             });
         }
+        crate::tensor::check_alloc::<T>("repeat_segments", s.with_first(n))?;
         Ok(self.expand_ptr_shared(x, ptr.into()))
     }
 

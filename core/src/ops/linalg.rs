@@ -34,7 +34,9 @@ impl<T: Real> Tape<T> {
     ///
     /// # Errors
     /// [`CoreError::BadRank`] unless both are rank 2 or both rank 3;
-    /// [`CoreError::ShapeMismatch`] if the inner or batch dimensions differ.
+    /// [`CoreError::ShapeMismatch`] if the inner or batch dimensions differ;
+    /// [`CoreError::TooLarge`] if the product cannot be allocated (empty operands may
+    /// have absurd outer dimensions).
     pub fn matmul(&mut self, a: Var, b: Var) -> Result<Var, CoreError> {
         self.matmul_with(a, b, false, false)
     }
@@ -89,6 +91,7 @@ impl<T: Real> Tape<T> {
         } else {
             Shape::d2(m, n)
         };
+        crate::tensor::check_alloc::<T>(OP, out_shape)?;
         let mut out = vec![T::ZERO; out_shape.numel()];
         let gs = GemmShape::with_trans(m, n, k, trans_a, trans_b);
         let (va, vb) = (self.val(a).data(), self.val(b).data());

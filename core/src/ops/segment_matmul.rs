@@ -53,7 +53,8 @@ impl<T: Real> Tape<T> {
     /// # Errors
     /// [`CoreError::BadRank`] unless `a` and `c` are rank 2; [`CoreError::ShapeMismatch`]
     /// if their row counts differ; [`CoreError::BadPtr`] unless `ptr` starts at 0,
-    /// never decreases and ends at `N`.
+    /// never decreases and ends at `N`; [`CoreError::TooLarge`] if the result cannot be
+    /// allocated.
     pub fn segment_matmul_tn(&mut self, a: Var, c: Var, ptr: &[usize]) -> Result<Var, CoreError> {
         const OP: &str = "segment_matmul_tn";
         let sa = self.check(OP, a)?.dims();
@@ -69,7 +70,8 @@ impl<T: Real> Tape<T> {
                 why: "a and c must have the same number of rows",
             });
         }
-        segments(OP, ptr, n)?;
+        let segs = segments(OP, ptr, n)?;
+        crate::tensor::check_alloc::<T>(OP, Shape::d3(segs, sa.cols(), sc.cols()))?;
         Ok(self.tn_shared(a, c, ptr.into()))
     }
 
@@ -79,7 +81,8 @@ impl<T: Real> Tape<T> {
     /// # Errors
     /// [`CoreError::BadRank`] unless `a` is rank 2 and `b` rank 3;
     /// [`CoreError::BadPtr`] for an invalid `ptr` (see [`Tape::segment_matmul_tn`]);
-    /// [`CoreError::ShapeMismatch`] if `b` does not have one `[P, Q]` block per segment.
+    /// [`CoreError::ShapeMismatch`] if `b` does not have one `[P, Q]` block per segment;
+    /// [`CoreError::TooLarge`] if the result cannot be allocated.
     pub fn segment_matmul_nn(&mut self, a: Var, b: Var, ptr: &[usize]) -> Result<Var, CoreError> {
         self.segment_matmul_rows("segment_matmul_nn", a, b, ptr, false)
     }
@@ -132,6 +135,8 @@ impl<T: Real> Tape<T> {
                 why: "inner dimensions differ",
             });
         }
+        let q = if trans_b { r } else { c };
+        crate::tensor::check_alloc::<T>(op, Shape::d2(n, q))?;
         Ok(self.rows_shared(a, b, ptr.into(), trans_b))
     }
 

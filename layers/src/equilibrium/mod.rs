@@ -50,6 +50,7 @@ use readout_core::{Real, Shape, Tape, Tensor, Var};
 
 use crate::error::LayerError;
 use crate::init;
+use crate::limits;
 use crate::param::{Bound, Parameter, Parameters};
 use crate::segments::{Layout, Segments};
 #[cfg(feature = "std")]
@@ -117,6 +118,18 @@ impl ParamIndex {
         self.lr() + 1
     }
 
+    /// An upper bound on the widest row a forward allocates per element or per set:
+    /// the inputs `[x, y]`, the maps that read them (the first block and every
+    /// `res_trans`, whose widths add up in the eager engine) and the hidden layers.
+    fn row_width(&self) -> usize {
+        let first = self.hidden.first().copied().unwrap_or(1);
+        let hidden: usize = self.hidden.iter().fold(0usize, |a, &h| a.saturating_add(h));
+        (self.in_channels.saturating_add(self.out_channels))
+            .saturating_add(first)
+            .saturating_add(hidden)
+            .saturating_add(1)
+    }
+
     /// Keys and shapes of every parameter, in PyG's `state_dict` order.
     fn layout(&self) -> Vec<(String, Shape)> {
         let c = self.in_channels + self.out_channels;
@@ -177,7 +190,10 @@ impl EquilibriumAggregation {
     ///
     /// # Errors
     /// [`LayerError::InvalidArgument`] for `in_channels` or `out_channels` of 0, a
-    /// hidden size of 0, or a non-finite `lamb`.
+    /// hidden size of 0, a non-finite `lamb`, or a `grad_iter` above
+    /// [`limits::MAX_GRAD_ITER`]; [`LayerError::TooLarge`] when a parameter would hold
+    /// more than [`limits::MAX_ELEMENTS`] values or all of them more than
+    /// [`limits::MAX_PARAMETERS`].
     pub fn new(
         in_channels: usize,
         out_channels: usize,
@@ -209,11 +225,31 @@ impl EquilibriumAggregation {
         if !lamb.is_finite() {
             return Err(LayerError::invalid_argument("lamb", lamb, "must be finite"));
         }
+        if grad_iter > limits::MAX_GRAD_ITER {
+            return Err(LayerError::invalid_argument(
+                "grad_iter",
+                grad_iter,
+                format!(
+                    "must be ≤ {} (limits::MAX_GRAD_ITER)",
+                    limits::MAX_GRAD_ITER
+                ),
+            ));
+        }
+        // Every size is checked before the parameters are allocated.
+        limits::elements(
+            "in_channels + out_channels",
+            &[in_channels.saturating_add(out_channels)],
+        )?;
         let idx = ParamIndex {
             in_channels,
             out_channels,
             hidden: num_layers.to_vec(),
         };
+        let mut total = 0usize;
+        for (name, shape) in idx.layout() {
+            total = total.saturating_add(limits::elements(&name, shape.dims())?);
+        }
+        limits::check("parameters", &[total], limits::MAX_PARAMETERS)?;
         let params = Parameters::new(
             idx.layout()
                 .into_iter()
@@ -323,7 +359,11 @@ impl EquilibriumAggregation {
     /// [`LayerError::Core`] with [`readout_core::CoreError::BadPtr`] for a `ptr` that
     /// is empty, does not start at 0, or decreases;
     /// [`LayerError::LengthMismatch`] (named `params`) when `params` was bound from
-    /// another configuration's parameters.
+    /// another configuration's parameters;
+    /// [`LayerError::TooLarge`] when `N` or the number of sets (`dim_size`,
+    /// `max(index) + 1`) times the potential's row width (about
+    /// `in + out + 2·h_1 + Σ h_i`) exceeds [`limits::MAX_ELEMENTS`], before anything is
+    /// allocated.
     pub fn forward_on<T: Real>(
         &self,
         tape: &mut Tape<T>,
@@ -348,7 +388,9 @@ impl EquilibriumAggregation {
                 got: params.vars().len(),
             });
         }
-        let layout = Layout::new(segments, xs[0], dim_size)?;
+        let width = self.idx.row_width();
+        limits::elements("x rows × row width", &[xs[0], width])?;
+        let layout = Layout::new(segments, xs[0], dim_size, width)?;
         let sets = layout.dim_size();
         if sets == 0 {
             // No set, nothing to optimise: an empty output that depends on nothing.

@@ -101,6 +101,11 @@ pub(crate) fn energy<T: Real>(
     let f = potential(tape, idx, p, h, y, layout)?;
     let per_set = layout.mean(tape, f)?;
     let potential = tape.sum(per_set)?;
+    if layout.dim_size() == 0 {
+        // No set, no regulariser: its mean over zero sets would be 0/0, a NaN energy
+        // whose recorded gradient turns the gradients of `lamb` into NaN (0·∞).
+        return Ok(potential);
+    }
 
     let y2 = tape.square(y)?;
     let norms = tape.sum_rows(y2)?;

@@ -62,12 +62,13 @@ use readout_core::{Real, Shape, Tape, Tensor, Var};
 
 use crate::error::LayerError;
 use crate::init;
+use crate::limits;
 use crate::param::{Bound, Parameter, Parameters};
 #[cfg(feature = "std")]
 use crate::state_dict::StateDict;
 #[cfg(feature = "std")]
 use alloc::string::{String, ToString};
-use plan::Plan;
+use plan::{Plan, Widths};
 #[cfg(feature = "std")]
 use std::path::Path;
 
@@ -318,7 +319,9 @@ impl MemPooling {
     ///
     /// # Errors
     /// [`LayerError::InvalidArgument`] for `in_channels`, `out_channels`, `heads` or
-    /// `num_clusters` of 0, or a `tau` that is not finite and positive.
+    /// `num_clusters` of 0, or a `tau` that is not finite and positive;
+    /// [`LayerError::TooLarge`] when `k` (`H·K·F`) or `lin.weight` (`F'·F`) would hold
+    /// more than [`limits::MAX_ELEMENTS`] values, or `H·K` does.
     pub fn new(
         in_channels: usize,
         out_channels: usize,
@@ -343,6 +346,15 @@ impl MemPooling {
                 "must be finite and > 0",
             ));
         }
+        // Every size is checked before the parameters are allocated.
+        let keys = limits::elements("k", &[heads, num_clusters, in_channels])?;
+        let lin = limits::elements("lin.weight", &[out_channels, in_channels])?;
+        limits::elements("heads × num_clusters", &[heads, num_clusters])?;
+        limits::check(
+            "parameters",
+            &[keys.saturating_add(lin).saturating_add(heads)],
+            limits::MAX_PARAMETERS,
+        )?;
         let shapes = [
             ("k", Shape::d3(heads, num_clusters, in_channels)),
             ("conv.weight", Shape::d1(heads)),
@@ -498,8 +510,11 @@ impl MemPooling {
     ///   with `[N, F]` input, `batch` / `max_num_nodes` / `batch_size` with `[B, N, F]`
     ///   input, a negative or unsorted `batch`, a `batch_size` smaller than
     ///   `max(batch) + 1` or 0, an empty `batch` without `batch_size`, dense input with
-    ///   `B = 0`, a batch whose padded tensors (`B × N_max` rows, `B × K` rows) could not
-    ///   be allocated (a huge `batch` entry, `batch_size` or `max_num_nodes`);
+    ///   `B = 0`;
+    /// - [`LayerError::TooLarge`], before anything is allocated, when `B·K·max(F, F')`
+    ///   (the pooled rows), `B·N_max·max(F, H·K)` (the padded rows and `S`) or
+    ///   `N·max(F, H·K)` exceeds [`limits::MAX_ELEMENTS`] — e.g. an absurd
+    ///   `batch_size`, `max_num_nodes` or `batch` entry;
     /// - [`LayerError::WrongShape`] for `x` whose last dimension is not `in_channels`, a
     ///   mask whose shape is not `[B, N]`, bound parameters of the wrong shape;
     /// - [`LayerError::LengthMismatch`] for a `batch` without one entry per node, or
@@ -514,10 +529,6 @@ impl MemPooling {
         self.check_bound(tape, params)?;
         let xs = tape.value(x)?.shape().to_vec();
         let f = self.in_channels;
-        // The widest row of any tensor built per padded row or per graph.
-        let cols = (self.heads.saturating_mul(self.num_clusters))
-            .max(f)
-            .max(self.num_clusters.saturating_mul(self.out_channels.max(f)));
         let plan = match *xs.as_slice() {
             [n, w] => {
                 if w != f {
@@ -534,7 +545,13 @@ impl MemPooling {
                         "applies to dense [B, N, F] input only; for [N, F] input the valid nodes come from batch",
                     ));
                 }
-                Plan::nodes(n, args.batch, args.max_num_nodes, args.batch_size, cols)?
+                Plan::nodes(
+                    n,
+                    args.batch,
+                    args.max_num_nodes,
+                    args.batch_size,
+                    self.widths(),
+                )?
             }
             [b, n, w] => {
                 if w != f {
@@ -568,7 +585,7 @@ impl MemPooling {
                     Some(m) => Some(m.data),
                     None => None,
                 };
-                Plan::dense(b, n, mask, cols)?
+                Plan::dense(b, n, mask, self.widths())?
             }
             _ => {
                 return Err(LayerError::invalid_argument(
@@ -583,6 +600,19 @@ impl MemPooling {
         match args.path {
             PoolPath::Ragged => self.ragged(tape, params, x_rows, plan),
             PoolPath::Dense => self.dense(tape, params, x_rows, plan),
+        }
+    }
+
+    /// The widest buffers per row and per graph, for the size caps.
+    fn widths(&self) -> Widths {
+        // Saturating: a product beyond `usize` is refused by the caps all the same.
+        Widths {
+            row: self
+                .in_channels
+                .max(self.heads.saturating_mul(self.num_clusters)),
+            graph: self
+                .num_clusters
+                .saturating_mul(self.in_channels.max(self.out_channels)),
         }
     }
 

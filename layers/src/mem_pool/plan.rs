@@ -6,6 +6,34 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use crate::error::LayerError;
+use crate::limits;
+
+/// The widest buffers a forward allocates, per row and per graph, for the size caps
+/// ([`limits::MAX_ELEMENTS`]) checked before anything is allocated.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Widths {
+    /// Values per (real or padded) node row: `max(F, H·K)`.
+    pub(crate) row: usize,
+    /// Values per graph: `K · max(F, F')`.
+    pub(crate) graph: usize,
+}
+
+impl Widths {
+    /// Refuses `b` graphs of `n_max` padded rows, or `rows` real rows, that would need
+    /// a buffer above the cap.
+    fn check(self, b: usize, n_max: usize, rows: usize) -> Result<(), LayerError> {
+        limits::elements("batch_size × num_clusters × channels", &[b, self.graph])?;
+        limits::elements(
+            "batch_size × max_num_nodes × max(channels, heads × num_clusters)",
+            &[b, n_max, self.row],
+        )?;
+        limits::elements(
+            "nodes × max(channels, heads × num_clusters)",
+            &[rows, self.row],
+        )?;
+        Ok(())
+    }
+}
 
 /// A validated `[B, N_max]` layout of the real (kept, valid) rows of `x`.
 ///
@@ -56,7 +84,7 @@ impl Plan {
         batch: Option<&[i64]>,
         max_num_nodes: Option<usize>,
         batch_size: Option<usize>,
-        cols: usize,
+        widths: Widths,
     ) -> Result<Plan, LayerError> {
         // Graph of each node, validated: non-negative and sorted.
         let mut counts: Vec<usize>;
@@ -71,7 +99,7 @@ impl Plan {
                         "must be ≥ 1: there is one graph when batch is None",
                     ));
                 }
-                check_size(b, 1, cols)?;
+                widths.check(b, 0, n)?;
                 counts = vec![0; b];
                 counts[0] = n;
             }
@@ -101,10 +129,11 @@ impl Plan {
                     }
                     prev = g;
                 }
-                // Entries are checked ≥ 0 above; saturate on targets where usize < i64.
-                let needed = batch.last().map_or(0, |&m| {
-                    usize::try_from(m).map_or(usize::MAX, |v| v.saturating_add(1))
-                });
+                // Every entry is ≥ 0 here, so the last one converts.
+                let needed = match batch.last() {
+                    Some(&m) => usize::try_from(m).map_or(usize::MAX, |m| m.saturating_add(1)),
+                    None => 0,
+                };
                 let b = batch_size.unwrap_or(needed);
                 if b < needed {
                     return Err(LayerError::invalid_argument(
@@ -120,7 +149,7 @@ impl Plan {
                         "an empty batch has no graph; pass batch_size ≥ 1",
                     ));
                 }
-                check_size(b, 1, cols)?;
+                widths.check(b, 0, n)?;
                 counts = vec![0; b];
                 for &e in batch {
                     // In range: 0 ≤ e < needed ≤ b, and counts has b entries.
@@ -131,7 +160,7 @@ impl Plan {
         let b = counts.len();
         let largest = counts.iter().copied().max().unwrap_or(0);
         let max_nodes = max_num_nodes.unwrap_or(largest);
-        check_size(b, max_nodes, cols)?;
+        widths.check(b, max_nodes, n)?;
         let mut ptr = Vec::with_capacity(b + 1);
         ptr.push(0);
         let mut positions = Vec::with_capacity(n.min(b.saturating_mul(max_nodes)));
@@ -167,7 +196,7 @@ impl Plan {
         b: usize,
         n: usize,
         mask: Option<&[bool]>,
-        cols: usize,
+        widths: Widths,
     ) -> Result<Plan, LayerError> {
         if b == 0 {
             return Err(LayerError::invalid_argument(
@@ -176,7 +205,7 @@ impl Plan {
                 "a dense batch needs at least one graph",
             ));
         }
-        check_size(b, n, cols)?;
+        widths.check(b, n, 0)?;
         let all = mask.is_none_or(|m| m.iter().all(|&v| v));
         let mut ptr = Vec::with_capacity(b + 1);
         ptr.push(0);
@@ -208,26 +237,4 @@ impl Plan {
             dense_input: true,
         })
     }
-}
-
-/// Refuses a layout whose tensors could not be addressed: `B × max(N_max, 1) × cols`
-/// elements of up to 8 bytes must stay below `isize::MAX` bytes (Rust's limit on one
-/// allocation), so that a huge `batch` entry or `batch_size` is an error, not a
-/// capacity-overflow panic.
-pub(crate) fn check_size(b: usize, n_max: usize, cols: usize) -> Result<(), LayerError> {
-    let limit = isize::MAX as usize / 8;
-    let elems = b
-        .checked_mul(n_max.max(1))
-        .and_then(|r| r.checked_mul(cols.max(1)));
-    if elems.is_none_or(|e| e > limit) {
-        return Err(LayerError::invalid_argument(
-            "batch_size × max_num_nodes",
-            format!("{b} × {n_max}"),
-            format!(
-                "tensors of {b} × {} × {cols} values do not fit in memory",
-                n_max.max(1)
-            ),
-        ));
-    }
-    Ok(())
 }
