@@ -13,17 +13,8 @@ use readout_kernels::gemm::{GemmShape, gemm, gemm_with};
 use readout_kernels::rows::softmax_rows;
 use readout_kernels::{Path, dispatch};
 
-/// M × K × N.
-const SHAPES: [(usize, usize, usize); 8] = [
-    (1024, 16, 16),
-    (1024, 64, 64),
-    (16384, 32, 32),
-    (16384, 128, 128),
-    (65536, 64, 64),
-    (4096, 256, 256),
-    (512, 512, 512),
-    (1024, 1024, 1024),
-];
+/// M × K × N: the kernels issue's shapes, shared with the report tool.
+const SHAPES: [(usize, usize, usize); 8] = readout_benches::GEMM_SHAPES;
 
 fn values(len: usize, seed: u32) -> Vec<f32> {
     (0..len as u32)

@@ -453,11 +453,7 @@ impl MemPooling {
         x: &Tensor<f32>,
         args: PoolArgs<'_>,
     ) -> Result<(Tensor<f32>, Tensor<f32>), LayerError> {
-        let mut tape = Tape::new();
-        tape.set_recording(false);
-        let p = self.params.bind(&mut tape, false);
-        let xv = tape.constant(x.clone());
-        let mut pooled = self.forward_on(&mut tape, &p, xv, args)?;
+        let (mut tape, mut pooled) = self.infer(x, args)?;
         let out = tape.value(pooled.out())?.clone();
         let s = match pooled.s_rows {
             // Nothing to differentiate: scatter the real rows straight into the padded
@@ -480,6 +476,21 @@ impl MemPooling {
         Ok((out, s))
     }
 
+    /// The forward pass on a non-recording tape with the layer's own parameters, shared
+    /// by the two inference entry points.
+    fn infer(
+        &self,
+        x: &Tensor<f32>,
+        args: PoolArgs<'_>,
+    ) -> Result<(Tape<f32>, Pooled), LayerError> {
+        let mut tape = Tape::new();
+        tape.set_recording(false);
+        let p = self.params.bind(&mut tape, false);
+        let xv = tape.constant(x.clone());
+        let pooled = self.forward_on(&mut tape, &p, xv, args)?;
+        Ok((tape, pooled))
+    }
+
     /// The inference path without padding: `(out [B, K, F'], S)` with `S` as
     /// [`Pooled::s_nodes`] gives it (`[N, K]` for `[N, F]` input).
     ///
@@ -490,11 +501,7 @@ impl MemPooling {
         x: &Tensor<f32>,
         args: PoolArgs<'_>,
     ) -> Result<(Tensor<f32>, Tensor<f32>), LayerError> {
-        let mut tape = Tape::new();
-        tape.set_recording(false);
-        let p = self.params.bind(&mut tape, false);
-        let xv = tape.constant(x.clone());
-        let mut pooled = self.forward_on(&mut tape, &p, xv, args)?;
+        let (mut tape, mut pooled) = self.infer(x, args)?;
         let s = pooled.s_nodes(&mut tape)?;
         Ok((tape.value(pooled.out())?.clone(), tape.value(s)?.clone()))
     }
