@@ -50,18 +50,20 @@ struct Run {
     grad_x: Vec<f64>,
 }
 
-fn train64(
+/// The recorded forward pass, `loss = Σ out ⊙ w` and its gradients, with the
+/// parameters already bound on `tape`.
+fn run_bound(
     l: &EquilibriumAggregation,
+    tape: &mut Tape<f64>,
+    p: &Bound,
     x: &Tensor<f64>,
     seg: Segments<'_>,
     dim_size: Option<usize>,
     w: &Tensor<f64>,
 ) -> Run {
-    let mut tape = Tape::<f64>::new();
-    let p = l.parameters().bind(&mut tape, true);
     let xv = tape.variable(x.clone());
     let y = l
-        .forward_on(&mut tape, &p, xv, seg, dim_size, InnerGrad::Record)
+        .forward_on(tape, p, xv, seg, dim_size, InnerGrad::Record)
         .unwrap();
     let out = tape.value(y).unwrap().data().to_vec();
     let wv = tape.constant(w.clone());
@@ -79,6 +81,18 @@ fn train64(
         None => vec![0.0; x.numel()],
     };
     Run { out, grads, grad_x }
+}
+
+fn train64(
+    l: &EquilibriumAggregation,
+    x: &Tensor<f64>,
+    seg: Segments<'_>,
+    dim_size: Option<usize>,
+    w: &Tensor<f64>,
+) -> Run {
+    let mut tape = Tape::<f64>::new();
+    let p = l.parameters().bind(&mut tape, true);
+    run_bound(l, &mut tape, &p, x, seg, dim_size, w)
 }
 
 /// [`train64`] with every parameter multiplied by `1 + U(−6e-8, 6e-8)`: one f32
@@ -104,26 +118,7 @@ fn train64_jittered(
         })
         .collect();
     let p = Bound::from_vars(vars);
-    let xv = tape.variable(x.clone());
-    let y = l
-        .forward_on(&mut tape, &p, xv, seg, dim_size, InnerGrad::Record)
-        .unwrap();
-    let out = tape.value(y).unwrap().data().to_vec();
-    let wv = tape.constant(w.clone());
-    let yw = tape.mul(y, wv).unwrap();
-    let loss = tape.sum(yw).unwrap();
-    let g = tape.backward(loss).unwrap();
-    let grads = (0..l.parameters().len())
-        .map(|i| match g.get(p.var(i)) {
-            Some(t) => t.data().to_vec(),
-            None => vec![0.0; l.parameters().at(i).value().numel()],
-        })
-        .collect();
-    let grad_x = match g.get(xv) {
-        Some(t) => t.data().to_vec(),
-        None => vec![0.0; x.numel()],
-    };
-    Run { out, grads, grad_x }
+    run_bound(l, &mut tape, &p, x, seg, dim_size, w)
 }
 
 #[allow(clippy::result_large_err)]
