@@ -10,7 +10,7 @@
 //!   (EquilibriumAggregation's permutation invariance is tested elsewhere.)
 
 use proptest::prelude::*;
-use readout_core::{Tape, Tensor};
+use readout_core::Tensor;
 use readout_layers::{MemPooling, PoolArgs, PoolPath};
 
 /// A deterministic generator for test data (splitmix64).
@@ -117,6 +117,7 @@ proptest! {
 #[cfg(feature = "rayon")]
 mod threads {
     use super::*;
+    use readout_core::Tape;
     use readout_layers::{EquilibriumAggregation, InnerGrad, Segments};
 
     fn on_threads<R: Send>(k: usize, f: impl FnOnce() -> R + Send) -> R {
