@@ -62,10 +62,7 @@ pub(super) fn pack_b<'a>(
                     d.write(b[(j0 + jj) * sh.ldb + pc + p]);
                 }
             } else {
-                let src = &b[(pc + p) * sh.ldb + j0..][..w];
-                for (d, &v) in vals.iter_mut().zip(src) {
-                    d.write(v);
-                }
+                copy_row(vals, &b[(pc + p) * sh.ldb + j0..][..w]);
             }
             for d in pad {
                 d.write(0.0);
@@ -76,6 +73,24 @@ pub(super) fn pack_b<'a>(
     }
     debug_assert_eq!(off, total);
     init_prefix(buf)
+}
+
+/// `dst = src` for `len ≤ NR` values, in fixed 8-value chunks: a plain element loop
+/// here compiles to a call to `memcpy` per row (with a `vzeroupper` before it), which
+/// cost a quarter of the time of small products.
+#[inline(always)]
+fn copy_row(dst: &mut [MaybeUninit<f32>], src: &[f32]) {
+    let mut d8 = dst.chunks_exact_mut(8);
+    let mut s8 = src.chunks_exact(8);
+    for (d, s) in (&mut d8).zip(&mut s8) {
+        // Whole-array moves of a constant size, which LLVM inlines as vector moves.
+        let d: &mut [MaybeUninit<f32>; 8] = d.try_into().expect("chunk of 8");
+        let s: [f32; 8] = s.try_into().expect("chunk of 8");
+        *d = s.map(MaybeUninit::new);
+    }
+    for (d, &v) in d8.into_remainder().iter_mut().zip(s8.remainder()) {
+        d.write(v);
+    }
 }
 
 /// Views a fully written buffer as `&[f32]`.
