@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 static LIVE: AtomicUsize = AtomicUsize::new(0);
 static PEAK: AtomicUsize = AtomicUsize::new(0);
+static REUSED: AtomicUsize = AtomicUsize::new(0);
 
 /// The counting allocator (a unit struct over [`System`]).
 pub struct CountingAlloc;
@@ -76,10 +77,18 @@ pub fn live_bytes() -> usize {
 pub fn reset_peak() -> usize {
     let now = LIVE.load(Ordering::Relaxed);
     PEAK.store(now, Ordering::Relaxed);
+    REUSED.store(0, Ordering::Relaxed);
     now
 }
 
-/// The most bytes allocated at once above `baseline` since [`reset_peak`].
+/// Counts `bytes` kept from an earlier call (a reused tape's buffers) as allocated
+/// by the call being measured: it uses them instead of allocating its own.
+pub fn count_reused(bytes: usize) {
+    REUSED.fetch_add(bytes, Ordering::Relaxed);
+}
+
+/// The most bytes allocated at once above `baseline` since [`reset_peak`], plus the
+/// bytes the call reused ([`count_reused`]).
 pub fn peak_since(baseline: usize) -> usize {
-    PEAK.load(Ordering::Relaxed).saturating_sub(baseline)
+    PEAK.load(Ordering::Relaxed).saturating_sub(baseline) + REUSED.load(Ordering::Relaxed)
 }

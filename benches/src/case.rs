@@ -126,6 +126,9 @@ pub enum Prepared {
         sets: usize,
         /// Loss weights `[S, out_channels]`.
         r: Tensor<f32>,
+        /// The tape of `train` calls, cleared and reused from one call to the next as
+        /// a training loop would: it recycles the previous call's buffers.
+        tape: Tape<f32>,
     },
     /// `MemPooling`.
     Mp {
@@ -139,6 +142,8 @@ pub enum Prepared {
         r_out: Tensor<f32>,
         /// Loss weights of PyG's padded `S`, `[B, N_max, K]`.
         r_s: Tensor<f32>,
+        /// The tape of `train` calls, reused like the one of [`Prepared::Eq`].
+        tape: Tape<f32>,
     },
 }
 
@@ -163,6 +168,7 @@ impl Prepared {
                 index: w.index(),
                 sets: w.num_sets,
                 r: rs.tensor(&[w.num_sets, w.out_channels]),
+                tape: Tape::new(),
             },
             Spec::Mp(w) => Prepared::Mp {
                 layer: MemPooling::new(
@@ -176,6 +182,7 @@ impl Prepared {
                 batch: w.batch(),
                 r_out: rs.tensor(&[w.graph_sizes.len(), w.num_clusters, w.out_channels]),
                 r_s: rs.tensor(&[w.graph_sizes.len(), w.max_nodes(), w.num_clusters]),
+                tape: Tape::new(),
             },
         })
     }
@@ -207,15 +214,17 @@ impl Prepared {
                     index,
                     sets,
                     r,
+                    tape,
                 },
                 Mode::Train,
             ) => {
                 layer.parameters_mut().zero_grad();
-                let mut tape = Tape::<f32>::new();
-                let bound = layer.parameters().bind(&mut tape, true);
+                tape.clear();
+                crate::alloc::count_reused(tape.stats().bytes());
+                let bound = layer.parameters().bind(tape, true);
                 let xv = tape.constant(x.clone());
                 let y = layer.forward_on(
-                    &mut tape,
+                    tape,
                     &bound,
                     xv,
                     Segments::Index(index),
@@ -246,18 +255,20 @@ impl Prepared {
                     batch,
                     r_out,
                     r_s,
+                    tape,
                 },
                 Mode::Train,
             ) => {
                 layer.parameters_mut().zero_grad();
-                let mut tape = Tape::<f32>::new();
-                let bound = layer.parameters().bind(&mut tape, true);
+                tape.clear();
+                crate::alloc::count_reused(tape.stats().bytes());
+                let bound = layer.parameters().bind(tape, true);
                 let xv = tape.constant(x.clone());
                 let mut pooled =
-                    layer.forward_on(&mut tape, &bound, xv, PoolArgs::new().batch(batch))?;
+                    layer.forward_on(tape, &bound, xv, PoolArgs::new().batch(batch))?;
                 let out = pooled.out();
-                let s = pooled.s(&mut tape)?;
-                let kl = pooled.kl_loss(&mut tape)?;
+                let s = pooled.s(tape)?;
+                let kl = pooled.kl_loss(tape)?;
                 let wo = tape.mask_mul(out, r_out.clone())?;
                 let lo = tape.sum(wo)?;
                 let ws = tape.mask_mul(s, r_s.clone())?;

@@ -62,6 +62,7 @@ mod grad;
 pub mod gradcheck;
 mod op;
 mod ops;
+mod pool;
 mod shape;
 mod tape;
 mod tensor;

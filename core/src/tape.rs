@@ -7,8 +7,10 @@
 //! a graph they will never differentiate.
 
 use alloc::vec::Vec;
+use core::cell::RefCell;
 
 use crate::op::Op;
+use crate::pool::BufferPool;
 use crate::{CoreError, Real, Tensor};
 
 /// A handle to a node of a [`Tape`]: cheap to copy, valid until the tape is truncated
@@ -79,12 +81,14 @@ pub struct TapeStats {
     pub value_bytes: usize,
     /// Bytes held by the node arena itself.
     pub node_bytes: usize,
+    /// Bytes of freed values kept for reuse (see [`Tape::clear`]).
+    pub pooled_bytes: usize,
 }
 
 impl TapeStats {
     /// Total bytes held.
     pub fn bytes(&self) -> usize {
-        self.value_bytes + self.node_bytes
+        self.value_bytes + self.node_bytes + self.pooled_bytes
     }
 }
 
@@ -99,9 +103,15 @@ pub struct Mark(pub(crate) usize);
 /// the value through `readout-kernels` and append a node. Gradients come from
 /// [`Tape::grad`] (as handles, optionally themselves differentiable) and
 /// [`Tape::backward`] (as tensors).
+///
+/// A tape reused across steps ([`Tape::clear`] at the start of each) recycles the
+/// buffers of the previous step instead of asking the allocator again.
 pub struct Tape<T> {
     pub(crate) nodes: Vec<Node<T>>,
     pub(crate) recording: bool,
+    /// Freed values, for ops to write their outputs into. A `RefCell` so that an op
+    /// can take a buffer while it holds references to its inputs' values.
+    pool: RefCell<BufferPool<T>>,
 }
 
 impl<T: Real> Default for Tape<T> {
@@ -116,6 +126,7 @@ impl<T: Real> Tape<T> {
         Tape {
             nodes: Vec::new(),
             recording: true,
+            pool: RefCell::new(BufferPool::default()),
         }
     }
 
@@ -184,6 +195,7 @@ impl<T: Real> Tape<T> {
             recorded,
             value_bytes,
             node_bytes: self.nodes.capacity() * core::mem::size_of::<Node<T>>(),
+            pooled_bytes: self.pool.borrow().bytes(),
         }
     }
 
@@ -192,16 +204,41 @@ impl<T: Real> Tape<T> {
         Mark(self.nodes.len())
     }
 
-    /// Drops every node from `mark` on, freeing their values. Handles to dropped nodes
-    /// become invalid (ops on them report [`CoreError::UnknownVar`] until new nodes
-    /// reuse their positions — do not keep them).
+    /// Drops every node from `mark` on; their values' buffers are kept for the ops
+    /// that follow. Handles to dropped nodes become invalid (ops on them report
+    /// [`CoreError::UnknownVar`] until new nodes reuse their positions — do not keep
+    /// them).
+    ///
+    /// The kept buffers never exceed the most bytes of values the tape has held at
+    /// once, so a loop that truncates does not grow.
     pub fn truncate(&mut self, mark: Mark) {
-        self.nodes.truncate(mark.0);
+        let at = mark.0.min(self.nodes.len());
+        let held: usize = self.nodes.iter().map(|n| n.value.bytes()).sum();
+        let pool = self.pool.get_mut();
+        pool.raise_limit(held);
+        for node in self.nodes.drain(at..) {
+            pool.give(node.value.into_vec());
+        }
     }
 
-    /// Drops every node and releases the arena's memory.
+    /// Drops every node and keeps their values' buffers for the next step: the way
+    /// to start each step of a loop on the same tape. Buffers kept from before and not
+    /// used since are freed, so the tape holds at most one step's worth.
+    /// [`Tape::release`] frees everything.
     pub fn clear(&mut self) {
+        self.pool.get_mut().release();
+        self.truncate(Mark(0));
+    }
+
+    /// Drops every node and frees all the memory the tape holds.
+    pub fn release(&mut self) {
         self.nodes = Vec::new();
+        self.pool.get_mut().release();
+    }
+
+    /// A buffer of `len` zeros for an op's output, recycled when the tape has one.
+    pub(crate) fn buffer(&self, len: usize) -> Vec<T> {
+        self.pool.borrow_mut().take(len)
     }
 
     pub(crate) fn push_leaf(&mut self, value: Tensor<T>, requires_grad: bool) -> Var {

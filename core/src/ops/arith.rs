@@ -3,7 +3,6 @@
 //! `sigmoid`, `softplus`, `clamp_min`, ...).
 
 use alloc::sync::Arc;
-use alloc::vec;
 
 use readout_kernels::elementwise::{Binary, Broadcast, Unary, binary, unary};
 
@@ -100,7 +99,7 @@ impl<T: Real> Tape<T> {
     /// `a ∘ b` with an explicit broadcast; the caller guarantees the lengths fit.
     pub(crate) fn binary_bc(&mut self, op: Binary, bcast: Broadcast, a: Var, b: Var) -> Var {
         let sa = self.val(a).dims();
-        let mut out = vec![T::ZERO; sa.numel()];
+        let mut out = self.buffer(sa.numel());
         binary(
             op,
             self.val(a).data(),
@@ -116,7 +115,7 @@ impl<T: Real> Tape<T> {
     fn unary_op(&mut self, name: &'static str, u: Unary<T>, x: Var) -> Result<Var, CoreError> {
         let t = self.check(name, x)?;
         let shape = t.dims();
-        let mut out = vec![T::ZERO; shape.numel()];
+        let mut out = self.buffer(shape.numel());
         unary(u, t.data(), &mut out);
         Ok(self.push(Op::Unary(u), &[x], Tensor::raw(shape, out)))
     }
@@ -262,7 +261,7 @@ impl<T: Real> Tape<T> {
     pub(crate) fn map(&mut self, u: Unary<T>, x: Var) -> Var {
         let t = self.val(x);
         let shape = t.dims();
-        let mut out = vec![T::ZERO; shape.numel()];
+        let mut out = self.buffer(shape.numel());
         unary(u, t.data(), &mut out);
         self.push(Op::Unary(u), &[x], Tensor::raw(shape, out))
     }
@@ -425,14 +424,15 @@ pub(crate) fn unary_backward<T: Real>(
         }
         // A step function: zero almost everywhere.
         Unary::StepGe(_) => zeros_like(tape, x),
-        // d/dx (1 + x/τ)^(−(1+τ)/2) = −(1+τ)/(2τ) · (1 + x/τ)^(−(1+τ)/2 − 1)
+        // d/dx (1 + x/τ)^p = p/τ · (1 + x/τ)^(p−1) = p/τ · y / (1 + x/τ), p = −(1+τ)/2:
+        // written with the output `y` instead of a second power, which would cost a
+        // scalar `powf` per element (there is no SIMD `powf`).
         Unary::StudentT(tau) => {
             let half = T::from_f64(0.5);
             let base = tape.map(Unary::Scale(one / tau), x);
             let base = tape.map(Unary::AddScalar(one), base);
-            let p = -(one + tau) * half - one;
-            let bp = tape.map(Unary::Powf(p), base);
-            let d = tape.map(Unary::Scale(-(one + tau) * half / tau), bp);
+            let y_over_base = tape.binary_bc(Binary::Div, Broadcast::Same, y, base);
+            let d = tape.map(Unary::Scale(-(one + tau) * half / tau), y_over_base);
             same(tape, g, d)
         }
     })

@@ -113,7 +113,7 @@ impl<T: Real> Tape<T> {
         let s = t.dims();
         let w = row_width(s);
         let shape = s.with_first(index.len());
-        let mut out = vec![T::ZERO; shape.numel()];
+        let mut out = self.buffer(shape.numel());
         gather_rows(t.data(), w, &index, &mut out);
         self.push(Op::Gather(index), &[x], Tensor::raw(shape, out))
     }
@@ -151,7 +151,7 @@ impl<T: Real> Tape<T> {
         let s = t.dims();
         let w = row_width(s);
         let shape = s.with_first(dim_size);
-        let mut out = vec![T::ZERO; shape.numel()];
+        let mut out = self.buffer(shape.numel());
         scatter_add_rows(t.data(), w, &index, &mut out);
         self.push(Op::ScatterAdd(index), &[x], Tensor::raw(shape, out))
     }
@@ -193,7 +193,7 @@ impl<T: Real> Tape<T> {
         let s = t.dims();
         let w = row_width(s);
         let shape = s.with_first(ptr.len() - 1);
-        let mut out = vec![T::ZERO; shape.numel()];
+        let mut out = self.buffer(shape.numel());
         segment_sum_ptr(t.data(), w, &ptr, &mut out);
         self.push(Op::SegmentSum(ptr), &[x], Tensor::raw(shape, out))
     }
@@ -241,7 +241,7 @@ impl<T: Real> Tape<T> {
         let w = row_width(s);
         let n = ptr[ptr.len() - 1];
         let shape = s.with_first(n);
-        let mut out = vec![T::ZERO; shape.numel()];
+        let mut out = self.buffer(shape.numel());
         expand_ptr(t.data(), w, &ptr, &mut out);
         self.push(Op::ExpandPtr(ptr), &[x], Tensor::raw(shape, out))
     }

@@ -57,7 +57,7 @@ impl<T: Real> Tape<T> {
             }
         }
         let rows = s.rows();
-        let mut out = vec![T::ZERO; s.numel()];
+        let mut out = self.buffer(s.numel());
         let (mut mean, mut rstd) = (vec![T::ZERO; rows], vec![T::ZERO; rows]);
         let wb = affine.map(|(w, b)| (self.val(w).data(), self.val(b).data()));
         layer_norm_rows(
@@ -108,7 +108,7 @@ pub(crate) fn backward<T: Real>(
         Some(tape.binary_bc(Binary::Mul, Broadcast::Col, d, rstd))
     } else {
         let s = tape.val(x).dims();
-        let mut out = vec![T::ZERO; s.numel()];
+        let mut out = tape.buffer(s.numel());
         layer_norm_backward_rows(
             tape.val(xhat).data(),
             tape.val(ghat).data(),

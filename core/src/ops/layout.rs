@@ -1,8 +1,6 @@
 //! Ops that move values without arithmetic: reshape, transpose, permute, and
 //! column concatenation / slicing / padding.
 
-use alloc::vec;
-
 use readout_kernels::layout;
 
 use crate::op::{Contributions, Op};
@@ -54,7 +52,7 @@ impl<T: Real> Tape<T> {
                 });
             }
         };
-        let mut out = vec![T::ZERO; t.numel()];
+        let mut out = self.buffer(t.numel());
         layout::transpose(t.data(), b, m, n, &mut out);
         let shape = if s.rank() == 3 {
             Shape::d3(b, n, m)
@@ -95,7 +93,7 @@ impl<T: Real> Tape<T> {
         }
         let dims = [d0, d1, d2];
         let out_dims = [dims[perm[0]], dims[perm[1]], dims[perm[2]]];
-        let mut out = vec![T::ZERO; t.numel()];
+        let mut out = self.buffer(t.numel());
         layout::permute3(t.data(), dims, perm, &mut out);
         let shape = Shape::d3(out_dims[0], out_dims[1], out_dims[2]);
         Ok(self.push(Op::Permute(perm), &[x], Tensor::raw(shape, out)))
@@ -130,7 +128,7 @@ impl<T: Real> Tape<T> {
         }
         let (r, ca, cb) = (sa.rows(), sa.cols(), sb.cols());
         let (va, vb) = (self.val(a).data(), self.val(b).data());
-        let mut out = vec![T::ZERO; r * (ca + cb)];
+        let mut out = self.buffer(r * (ca + cb));
         layout::concat_cols(va, ca, vb, cb, r, &mut out);
         Ok(self.push(
             Op::ConcatCols,
@@ -164,7 +162,7 @@ impl<T: Real> Tape<T> {
                 why: "must not exceed the column count",
             });
         }
-        let mut out = vec![T::ZERO; r * width];
+        let mut out = self.buffer(r * width);
         layout::slice_cols(t.data(), r, c, start, width, &mut out);
         Ok(self.push(
             Op::SliceCols { start },
@@ -178,7 +176,7 @@ impl<T: Real> Tape<T> {
     fn pad_cols(&mut self, x: Var, start: usize, total: usize) -> Var {
         let t = self.val(x);
         let (r, w) = (t.dims().rows(), t.dims().cols());
-        let mut out = vec![T::ZERO; r * total];
+        let mut out = self.buffer(r * total);
         layout::pad_cols(t.data(), r, w, start, total, &mut out);
         self.push(
             Op::PadCols { start },

@@ -1,7 +1,5 @@
 //! Matrix products: `op(A)·op(B)` for rank-2 operands and batched rank-3 operands.
 
-use alloc::vec;
-
 use readout_kernels::gemm::{GemmShape, gemm};
 
 use crate::op::{Contributions, Op};
@@ -92,7 +90,7 @@ impl<T: Real> Tape<T> {
             Shape::d2(m, n)
         };
         crate::tensor::check_alloc::<T>(OP, out_shape)?;
-        let mut out = vec![T::ZERO; out_shape.numel()];
+        let mut out = self.buffer(out_shape.numel());
         let gs = GemmShape::with_trans(m, n, k, trans_a, trans_b);
         let (va, vb) = (self.val(a).data(), self.val(b).data());
         for bi in 0..ba {

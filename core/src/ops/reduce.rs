@@ -1,8 +1,6 @@
 //! Sums and means (of everything, per row, per column) and their adjoint, the
 //! broadcast `expand`.
 
-use alloc::vec;
-
 use readout_kernels::elementwise::Broadcast;
 use readout_kernels::layout;
 use readout_kernels::reduce::{sum_all, sum_cols, sum_rows};
@@ -46,7 +44,7 @@ impl<T: Real> Tape<T> {
             });
         }
         let out_shape = s.without_last();
-        let mut out = vec![T::ZERO; out_shape.numel()];
+        let mut out = self.buffer(out_shape.numel());
         sum_rows(t.data(), s.cols(), &mut out);
         Ok(self.push(Op::SumRows, &[x], Tensor::raw(out_shape, out)))
     }
@@ -76,7 +74,7 @@ impl<T: Real> Tape<T> {
                 expected: "rank 1 to 3",
             });
         }
-        let mut out = vec![T::ZERO; s.cols()];
+        let mut out = self.buffer(s.cols());
         sum_cols(t.data(), &mut out);
         Ok(self.push(Op::SumCols, &[x], Tensor::raw(Shape::d1(s.cols()), out)))
     }
@@ -94,7 +92,7 @@ impl<T: Real> Tape<T> {
     /// Broadcasts `x` to `shape`: one value (`Scalar`), one value per row (`Col`), or
     /// one value per column (`Row`). The caller guarantees `x` has the right count.
     pub(crate) fn expand(&mut self, x: Var, bcast: Broadcast, shape: Shape) -> Var {
-        let mut out = vec![T::ZERO; shape.numel()];
+        let mut out = self.buffer(shape.numel());
         layout::expand(
             self.val(x).data(),
             bcast,

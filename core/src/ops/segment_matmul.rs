@@ -16,7 +16,6 @@
 //! the segment sizes, where a padded batched product costs `O(B·max_g n_g·P·Q)`.
 
 use alloc::sync::Arc;
-use alloc::vec;
 
 use readout_kernels::gemm::{GemmShape, gemm};
 
@@ -146,7 +145,7 @@ impl<T: Real> Tape<T> {
         let (p, q) = (ta.dims().cols(), tc.dims().cols());
         let segs = ptr.len() - 1;
         let shape = Shape::d3(segs, p, q);
-        let mut out = vec![T::ZERO; shape.numel()];
+        let mut out = self.buffer(shape.numel());
         let (va, vc) = (ta.data(), tc.data());
         for g in 0..segs {
             let (lo, hi) = (ptr[g], ptr[g + 1]);
@@ -175,7 +174,7 @@ impl<T: Real> Tape<T> {
         let (r, c) = (d.dims()[1], d.dims()[2]);
         let q = if trans_b { r } else { c };
         let shape = Shape::d2(n, q);
-        let mut out = vec![T::ZERO; shape.numel()];
+        let mut out = self.buffer(shape.numel());
         let (va, vb) = (ta.data(), tb.data());
         for g in 0..ptr.len() - 1 {
             let (lo, hi) = (ptr[g], ptr[g + 1]);

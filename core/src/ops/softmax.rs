@@ -1,7 +1,5 @@
 //! Softmax over the last axis.
 
-use alloc::vec;
-
 use readout_kernels::elementwise::{Binary, Broadcast};
 use readout_kernels::rows::softmax_rows;
 
@@ -24,7 +22,7 @@ impl<T: Real> Tape<T> {
                 expected: "rank 1 to 3",
             });
         }
-        let mut out = vec![T::ZERO; s.numel()];
+        let mut out = self.buffer(s.numel());
         softmax_rows(t.data(), s.cols(), &mut out);
         Ok(self.push(Op::Softmax, &[x], Tensor::raw(s, out)))
     }

@@ -136,6 +136,9 @@ impl<T: Real> Adjoint<T> {
         let mut mbar = vec![T::ZERO; sets * cout];
         let (mut mubar, mut etabar) = (T::ZERO, T::ZERO);
         let two = T::from_f64(2.0);
+        // One tape for every chunk: cleared between chunks, it hands each one the
+        // buffers of the one before instead of allocating them again.
+        let mut tape = Tape::<T>::new();
         for t in (0..self.traj.gs.len()).rev() {
             // y_{t+1} = y_t + m_t
             axpy(T::ONE, &bars.y, &mut mbar);
@@ -154,7 +157,7 @@ impl<T: Real> Adjoint<T> {
             let mut r0 = 0;
             while r0 < n {
                 let r1 = (r0 + CHUNK_ROWS).min(n);
-                self.hvp_chunk(y_t, &v, r0, r1, &mut bars)?;
+                self.hvp_chunk(&mut tape, y_t, &v, r0, r1, &mut bars)?;
                 r0 = r1;
             }
             for m in mbar.iter_mut() {
@@ -177,9 +180,10 @@ impl<T: Real> Adjoint<T> {
     }
 
     /// Adds `∇_{y,θ,x} Σ_{i ∈ rows} ⟨∇_y F_i/|set(i)|, v⟩` for sorted elements
-    /// `r0 .. r1`, computed on a tape of its own.
+    /// `r0 .. r1`, computed on `tape` (cleared first).
     fn hvp_chunk(
         &self,
+        tape: &mut Tape<T>,
         y: &[T],
         v: &[T],
         r0: usize,
@@ -192,7 +196,7 @@ impl<T: Real> Adjoint<T> {
         let (s_lo, s_hi) = (set_of[0], set_of[set_of.len() - 1]);
         let ns = s_hi - s_lo + 1;
         let rows = r1 - r0;
-        let mut tape = Tape::<T>::new();
+        tape.clear();
         let vars: Vec<Var> = self
             .values
             .iter()
@@ -216,8 +220,8 @@ impl<T: Real> Adjoint<T> {
             .iter()
             .map(|&s| T::ONE / T::from_usize(self.sorted.ptr[s + 1] - self.sorted.ptr[s]))
             .collect();
-        let hoisted = potential::hoist(&mut tape, idx, &bound, x)?;
-        let f = potential::potential(&mut tape, idx, &bound, &hoisted, y_c, &layout)?;
+        let hoisted = potential::hoist(tape, idx, &bound, x)?;
+        let f = potential::potential(tape, idx, &bound, &hoisted, y_c, &layout)?;
         let w = tape.constant(Tensor::from_shape(Shape::d2(rows, 1), weights)?);
         let fw = tape.mul(f, w)?;
         let e = tape.sum(fw)?;
