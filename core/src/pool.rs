@@ -7,38 +7,53 @@
 //! workloads, that was a third to two thirds of the time of small training steps. A
 //! tape that is cleared or truncated instead keeps the freed buffers here, and ops
 //! take their outputs from them.
+//!
+//! Two generations bound what is kept: a buffer freed during a step is *fresh*; at the
+//! next [`Tape::clear`](crate::Tape::clear) the fresh ones become *stale* and the stale
+//! ones (unused for a whole step) are freed. A byte limit (the most the tape's values
+//! have held at once) also bounds loops that only truncate.
 
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 
 use crate::Real;
 
-/// Buffers kept for reuse, by capacity.
+/// Buffers of one generation, by capacity.
+type ByCapacity<T> = BTreeMap<usize, Vec<Vec<T>>>;
+
+/// Buffers kept for reuse.
 #[derive(Default)]
 pub(crate) struct BufferPool<T> {
-    free: BTreeMap<usize, Vec<Vec<T>>>,
+    fresh: ByCapacity<T>,
+    stale: ByCapacity<T>,
     bytes: usize,
     /// Most bytes kept at once: buffers given beyond it are freed.
     limit: usize,
 }
 
+/// The smallest buffer of `map` with a capacity in `len ..= 2·len` (a small op does
+/// not hold on to a large buffer), removed from `map`.
+fn pop_fit<T>(map: &mut ByCapacity<T>, len: usize) -> Option<Vec<T>> {
+    let (&cap, list) = map
+        .range_mut(len..=len.saturating_mul(2))
+        .find(|(_, list)| !list.is_empty())?;
+    let v = list.pop();
+    if list.is_empty() {
+        map.remove(&cap);
+    }
+    v
+}
+
 impl<T: Real> BufferPool<T> {
-    /// A buffer of `len` zeros: a recycled one whose capacity is at least `len` and at
-    /// most twice it (so a small op does not hold on to a large buffer), else a new one.
+    /// A buffer of `len` zeros: a recycled one if one fits, else a new one.
     pub(crate) fn take(&mut self, len: usize) -> Vec<T> {
         if len == 0 {
             return Vec::new();
         }
-        let found = self
-            .free
-            .range_mut(len..=len.saturating_mul(2))
-            .find_map(|(&cap, list)| list.pop().map(|v| (cap, v)));
+        let found = pop_fit(&mut self.fresh, len).or_else(|| pop_fit(&mut self.stale, len));
         match found {
-            Some((cap, mut v)) => {
-                if self.free.get(&cap).is_some_and(Vec::is_empty) {
-                    self.free.remove(&cap);
-                }
-                self.bytes -= cap * core::mem::size_of::<T>();
+            Some(mut v) => {
+                self.bytes -= v.capacity() * core::mem::size_of::<T>();
                 v.clear();
                 v.resize(len, T::ZERO);
                 v
@@ -60,7 +75,16 @@ impl<T: Real> BufferPool<T> {
             return;
         }
         self.bytes += size;
-        self.free.entry(cap).or_default().push(v);
+        self.fresh.entry(cap).or_default().push(v);
+    }
+
+    /// The start of a step: frees the buffers no op took during the last one and
+    /// makes the fresh ones stale.
+    pub(crate) fn next_generation(&mut self) {
+        let unused = core::mem::replace(&mut self.stale, core::mem::take(&mut self.fresh));
+        for (cap, list) in unused {
+            self.bytes -= cap * list.len() * core::mem::size_of::<T>();
+        }
     }
 
     /// Bytes held by the kept buffers.
@@ -70,7 +94,8 @@ impl<T: Real> BufferPool<T> {
 
     /// Frees every kept buffer (the limit stays).
     pub(crate) fn release(&mut self) {
-        self.free.clear();
+        self.fresh.clear();
+        self.stale.clear();
         self.bytes = 0;
     }
 }

@@ -222,11 +222,11 @@ impl<T: Real> Tape<T> {
     }
 
     /// Drops every node and keeps their values' buffers for the next step: the way
-    /// to start each step of a loop on the same tape. Buffers kept from before and not
-    /// used since are freed, so the tape holds at most one step's worth.
+    /// to start each step of a loop on the same tape. Buffers that no op took during
+    /// the step just ended are freed, so the tape settles at what a step uses.
     /// [`Tape::release`] frees everything.
     pub fn clear(&mut self) {
-        self.pool.get_mut().release();
+        self.pool.get_mut().next_generation();
         self.truncate(Mark(0));
     }
 

@@ -33,8 +33,9 @@ use crate::segments::Layout;
 const CHUNK: usize = 128;
 const LAYER_NORM_EPS: f64 = 1e-5;
 
-/// The potential's weights, laid out for the engine.
-struct Net<T> {
+/// The potential's weights, laid out for the engine: the input maps are split and
+/// stacked (copied), the other weights are borrowed.
+struct Net<'p, T> {
     cin: usize,
     cout: usize,
     hidden: Vec<usize>,
@@ -49,15 +50,12 @@ struct Net<T> {
     /// Their biases: `[H]`.
     b_in: Vec<T>,
     /// Linear `i ≥ 1` weight `[h_i, h_{i−1}]` and bias, at index `i` (index 0 unused).
-    lin: Vec<(Vec<T>, Vec<T>)>,
+    lin: Vec<(&'p [T], &'p [T])>,
     /// LayerNorm weight and bias of block `i`.
-    norm: Vec<(Vec<T>, Vec<T>)>,
+    norm: Vec<(&'p [T], &'p [T])>,
     /// The final `Linear(→ 1)`'s weight `[h_L]` (its bias has no gradient).
-    w_final: Vec<T>,
+    w_final: &'p [T],
 }
-
-/// Every parameter's values, in `state_dict` order.
-pub(crate) type Values<T> = [Vec<T>];
 
 /// The values of bound parameters, read from the tape.
 pub(crate) fn bound_values<T: Real>(
@@ -71,16 +69,18 @@ pub(crate) fn bound_values<T: Real>(
     Ok(out)
 }
 
-fn cast<T: Real>(p: &Values<T>, i: usize) -> Vec<T> {
-    p[i].clone()
+/// Parameter `i` of `p`, the parameters' values in `state_dict` order (owned vectors
+/// or borrowed slices).
+fn view<T, V: AsRef<[T]>>(p: &[V], i: usize) -> &[T] {
+    p[i].as_ref()
 }
 
-fn scalar<T: Real>(p: &Values<T>, i: usize) -> T {
-    p[i].first().copied().unwrap_or(T::ZERO)
+fn scalar<T: Real, V: AsRef<[T]>>(p: &[V], i: usize) -> T {
+    view(p, i).first().copied().unwrap_or(T::ZERO)
 }
 
-impl<T: Real> Net<T> {
-    fn new(idx: &ParamIndex, p: &Values<T>) -> Self {
+impl<'p, T: Real> Net<'p, T> {
+    fn new<V: AsRef<[T]>>(idx: &ParamIndex, p: &'p [V]) -> Self {
         let (cin, cout) = (idx.in_channels, idx.out_channels);
         let c = cin + cout;
         let l = idx.hidden.len();
@@ -90,27 +90,26 @@ impl<T: Real> Net<T> {
         let (mut wx, mut wy, mut b_in, mut offs) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for &(w, b) in &maps {
             offs.push(b_in.len());
-            let wv: Vec<T> = cast(p, w);
-            for row in wv.chunks_exact(c) {
+            for row in view(p, w).chunks_exact(c) {
                 wx.extend_from_slice(&row[..cin]);
                 wy.extend_from_slice(&row[cin..]);
             }
-            b_in.extend(cast::<T>(p, b));
+            b_in.extend_from_slice(view(p, b));
         }
         let width = b_in.len();
-        let mut lin = vec![(Vec::new(), Vec::new())];
+        let mut lin: Vec<(&[T], &[T])> = vec![(&[], &[])];
         for i in 1..l {
             let (w, b) = idx.block_linear(i);
-            lin.push((cast(p, w), cast(p, b)));
+            lin.push((view(p, w), view(p, b)));
         }
         let norm = (0..l)
             .map(|i| idx.block_norm(i))
-            .map(|(w, b)| (cast(p, w), cast(p, b)))
+            .map(|(w, b)| (view(p, w), view(p, b)))
             .collect();
         let w_final = if l > 0 {
-            cast(p, idx.last_linear().0)
+            view(p, idx.last_linear().0)
         } else {
-            Vec::new()
+            &[]
         };
         Net {
             cin,
@@ -143,25 +142,27 @@ struct Scratch<T> {
 }
 
 impl<T: Real> Scratch<T> {
-    fn new(net: &Net<T>) -> Self {
+    /// Buffers for blocks of up to `rows ≤ CHUNK` elements (fewer than `CHUNK` when
+    /// the input is smaller: no point clearing pages that will not be used).
+    fn new(net: &Net<T>, rows: usize) -> Self {
         let hmax = net.hidden.iter().copied().max().unwrap_or(1);
         let per_layer = || {
             net.hidden
                 .iter()
-                .map(|&h| vec![T::ZERO; CHUNK * h])
+                .map(|&h| vec![T::ZERO; rows * h])
                 .collect()
         };
         Scratch {
-            a: vec![T::ZERO; CHUNK * net.width],
+            a: vec![T::ZERO; rows * net.width],
             xhat: per_layer(),
-            rstd: net.hidden.iter().map(|_| vec![T::ZERO; CHUNK]).collect(),
+            rstd: net.hidden.iter().map(|_| vec![T::ZERO; rows]).collect(),
             t: per_layer(),
-            mean: vec![T::ZERO; CHUNK],
-            z: vec![T::ZERO; CHUNK * hmax],
-            dz: vec![T::ZERO; CHUNK * hmax],
-            dln: vec![T::ZERO; CHUNK * hmax],
-            dpre: vec![T::ZERO; CHUNK * hmax],
-            da: vec![T::ZERO; CHUNK * net.width],
+            mean: vec![T::ZERO; rows],
+            z: vec![T::ZERO; rows * hmax],
+            dz: vec![T::ZERO; rows * hmax],
+            dln: vec![T::ZERO; rows * hmax],
+            dpre: vec![T::ZERO; rows * hmax],
+            da: vec![T::ZERO; rows * net.width],
         }
     }
 }
@@ -223,9 +224,9 @@ pub(crate) fn sort_by_set<T: Real>(x: &[T], cin: usize, layout: &Layout) -> Sort
 }
 
 /// Runs the inner optimisation with eager gradients and returns `y`, `[S, cout]`.
-pub(crate) fn solve<T: Real>(
+pub(crate) fn solve<T: Real, V: AsRef<[T]>>(
     idx: &ParamIndex,
-    p: &Values<T>,
+    p: &[V],
     grad_iter: usize,
     x: &[T],
     layout: &Layout,
@@ -237,9 +238,9 @@ pub(crate) fn solve<T: Real>(
 
 /// The inner optimisation on elements already sorted by set. Keeps every `y_t`, `m_t`
 /// and `g_t` when `keep` is set, else only the final `y`.
-pub(crate) fn solve_sorted<T: Real>(
+pub(crate) fn solve_sorted<T: Real, V: AsRef<[T]>>(
     idx: &ParamIndex,
-    p: &Values<T>,
+    p: &[V],
     grad_iter: usize,
     sorted: &Sorted<T>,
     keep: bool,
@@ -248,9 +249,9 @@ pub(crate) fn solve_sorted<T: Real>(
     let n = sorted.set_of.len();
     let sets = sorted.ptr.len() - 1;
     let (h, cout) = (net.width, net.cout);
-    let lr = scalar::<T>(p, idx.lr());
-    let mom = scalar::<T>(p, idx.mom());
-    let lamb = scalar::<T>(p, idx.lamb());
+    let lr = scalar(p, idx.lr());
+    let mom = scalar(p, idx.mom());
+    let lamb = scalar(p, idx.lamb());
     let (lr, mom, reg) = (
         Unary::Softplus.apply(lr),
         Unary::Sigmoid.apply(mom),
@@ -294,7 +295,7 @@ pub(crate) fn solve_sorted<T: Real>(
     let mut yw = vec![T::ZERO; sets * h];
     let mut dyw = vec![T::ZERO; sets * h];
     let mut g = vec![T::ZERO; sets * cout];
-    let mut scratch = Scratch::new(&net);
+    let mut scratch = Scratch::new(&net, n.min(CHUNK));
     let mut traj = Trajectory {
         ys: Vec::new(),
         ms: Vec::new(),
@@ -400,7 +401,7 @@ fn block<T: Real>(
             }
         } else {
             let hp = net.hidden[i - 1];
-            let (w, b) = &net.lin[i];
+            let (w, b) = net.lin[i];
             for prow in pre.chunks_exact_mut(hi) {
                 prow.copy_from_slice(b);
             }
@@ -422,7 +423,7 @@ fn block<T: Real>(
             xhat,
             (&mut sc.mean[..rows], &mut sc.rstd[i][..rows]),
         );
-        let (gamma, beta) = &net.norm[i];
+        let (gamma, beta) = net.norm[i];
         let affine = &mut sc.dln[..rows * hi];
         for (arow, xrow) in affine.chunks_exact_mut(hi).zip(xhat.chunks_exact(hi)) {
             for (((av, &xv), &gv), &bv) in arow.iter_mut().zip(xrow).zip(gamma).zip(beta) {
@@ -446,7 +447,7 @@ fn block<T: Real>(
     // Backward: dz = ∂E/∂F ⊗ w_final, then through the blocks in reverse.
     let hl = net.hidden[l - 1];
     for (dzrow, &s) in sc.dz[..rows * hl].chunks_exact_mut(hl).zip(set_of) {
-        for (d, &w) in dzrow.iter_mut().zip(&net.w_final) {
+        for (d, &w) in dzrow.iter_mut().zip(net.w_final) {
             *d = inv_count[s] * w;
         }
     }
@@ -459,7 +460,7 @@ fn block<T: Real>(
             darow[off..off + hi].copy_from_slice(dzrow);
         }
         // Through tanh and the LayerNorm's affine part: ĝ = dz·(1 − t²)·γ.
-        let (gamma, _) = &net.norm[i];
+        let (gamma, _) = net.norm[i];
         let dln = &mut sc.dln[..rows * hi];
         for ((drow, dzrow), trow) in dln
             .chunks_exact_mut(hi)
@@ -482,7 +483,7 @@ fn block<T: Real>(
                 &GemmShape::new(rows, hp, hi),
                 T::ONE,
                 dpre,
-                &net.lin[i].0,
+                net.lin[i].0,
                 T::ZERO,
                 &mut sc.dz[..rows * hp],
             );

@@ -335,11 +335,38 @@ impl EquilibriumAggregation {
         segments: Segments<'_>,
         dim_size: Option<usize>,
     ) -> Result<Tensor<f32>, LayerError> {
-        let mut tape = Tape::new();
-        let p = self.params.bind(&mut tape, false);
-        let xv = tape.constant(x.clone());
-        let y = self.forward_on(&mut tape, &p, xv, segments, dim_size, InnerGrad::Eager)?;
-        Ok(tape.value(y)?.clone())
+        // The eager engine straight on the parameters' values: no tape, no copies.
+        let layout = self.layout_of(x.shape(), segments, dim_size)?;
+        let sets = layout.dim_size();
+        let y = if sets == 0 {
+            Vec::new()
+        } else {
+            let values: Vec<&[f32]> = self.params.iter().map(|p| p.value().data()).collect();
+            eager::solve(&self.idx, &values, self.grad_iter, x.data(), &layout)
+        };
+        Ok(Tensor::from_shape(
+            Shape::d2(sets, self.idx.out_channels),
+            y,
+        )?)
+    }
+
+    /// Checks `x`'s shape `xs` and the segments, and returns the layout of the sets.
+    fn layout_of(
+        &self,
+        xs: &[usize],
+        segments: Segments<'_>,
+        dim_size: Option<usize>,
+    ) -> Result<Layout, LayerError> {
+        if xs.len() != 2 || xs[1] != self.idx.in_channels {
+            return Err(LayerError::WrongShape {
+                name: "x".into(),
+                expected: alloc::vec![xs.first().copied().unwrap_or(0), self.idx.in_channels],
+                got: xs.to_vec(),
+            });
+        }
+        let width = self.idx.row_width();
+        limits::elements("x rows × row width", &[xs[0], width])?;
+        Ok(Layout::new(segments, xs[0], dim_size, width)?)
     }
 
     /// The forward pass on a tape, for training or for gradients of `x`: bind the
@@ -374,13 +401,7 @@ impl EquilibriumAggregation {
         mode: InnerGrad,
     ) -> Result<Var, LayerError> {
         let xs = tape.value(x)?.shape().to_vec();
-        if xs.len() != 2 || xs[1] != self.idx.in_channels {
-            return Err(LayerError::WrongShape {
-                name: "x".into(),
-                expected: alloc::vec![xs.first().copied().unwrap_or(0), self.idx.in_channels],
-                got: xs,
-            });
-        }
+        let layout = self.layout_of(&xs, segments, dim_size)?;
         if params.vars().len() != self.params.len() {
             return Err(LayerError::LengthMismatch {
                 name: "params".into(),
@@ -388,9 +409,6 @@ impl EquilibriumAggregation {
                 got: params.vars().len(),
             });
         }
-        let width = self.idx.row_width();
-        limits::elements("x rows × row width", &[xs[0], width])?;
-        let layout = Layout::new(segments, xs[0], dim_size, width)?;
         let sets = layout.dim_size();
         if sets == 0 {
             // No set, nothing to optimise: an empty output that depends on nothing.
