@@ -366,7 +366,7 @@ impl EquilibriumAggregation {
         }
         let width = self.idx.row_width();
         limits::elements("x rows × row width", &[xs[0], width])?;
-        Ok(Layout::new(segments, xs[0], dim_size, width)?)
+        Layout::new(segments, xs[0], dim_size, width)
     }
 
     /// The forward pass on a tape, for training or for gradients of `x`: bind the
