@@ -20,7 +20,7 @@ use alloc::boxed::Box;
 use alloc::vec;
 use alloc::vec::Vec;
 
-use readout_core::{CoreError, CustomBackward, Real, Shape, Tape, Tensor, Var};
+use readout_core::{CoreError, CustomBackward, Gradients, Real, Shape, Tape, Tensor, Var};
 use readout_kernels::elementwise::Unary;
 
 use super::eager::{Sorted, Trajectory, solve_sorted, sort_by_set};
@@ -31,6 +31,14 @@ use crate::segments::Layout;
 
 /// Elements per Hessian-vector-product tape.
 const CHUNK_ROWS: usize = 2048;
+
+/// Threads the chunks are spread over: rayon's current pool, or 1.
+fn threads() -> usize {
+    #[cfg(feature = "rayon")]
+    return rayon::current_num_threads().max(1);
+    #[cfg(not(feature = "rayon"))]
+    1
+}
 const NAME: &str = "EquilibriumAggregation (adjoint)";
 
 /// What the reverse pass needs, kept by the output node.
@@ -136,9 +144,9 @@ impl<T: Real> Adjoint<T> {
         let mut mbar = vec![T::ZERO; sets * cout];
         let (mut mubar, mut etabar) = (T::ZERO, T::ZERO);
         let two = T::from_f64(2.0);
-        // One tape for every chunk: cleared between chunks, it hands each one the
-        // buffers of the one before instead of allocating them again.
-        let mut tape = Tape::<T>::new();
+        // One tape per thread for every chunk: cleared between chunks, it hands each
+        // one the buffers of the one before instead of allocating them again.
+        let mut tapes: Vec<Tape<T>> = (0..threads()).map(|_| Tape::new()).collect();
         for t in (0..self.traj.gs.len()).rev() {
             // y_{t+1} = y_t + m_t
             axpy(T::ONE, &bars.y, &mut mbar);
@@ -154,12 +162,7 @@ impl<T: Real> Adjoint<T> {
             axpy(two * reg * inv_sets, &v, &mut bars.y);
             bars.theta[idx.lamb()][0] +=
                 two * Unary::Sigmoid.apply(lamb_raw) * inv_sets * dot(y_t, &v);
-            let mut r0 = 0;
-            while r0 < n {
-                let r1 = (r0 + CHUNK_ROWS).min(n);
-                self.hvp_chunk(&mut tape, y_t, &v, r0, r1, &mut bars)?;
-                r0 = r1;
-            }
+            self.hvp_all(&mut tapes, y_t, &v, &mut bars)?;
             for m in mbar.iter_mut() {
                 *m *= mu;
             }
@@ -179,7 +182,47 @@ impl<T: Real> Adjoint<T> {
         Ok(grads)
     }
 
-    /// Adds `∇_{y,θ,x} Σ_{i ∈ rows} ⟨∇_y F_i/|set(i)|, v⟩` for sorted elements
+    /// Adds `∇_{y,θ,x} Σ_{i ∈ rows} ⟨∇_y F_i/|set(i)|, v⟩` over every element to
+    /// `bars`, chunk by chunk. With the `rayon` feature, one chunk per tape of `tapes`
+    /// runs at a time on each thread; the chunks' gradients are added in chunk order,
+    /// so the result does not depend on the number of threads.
+    fn hvp_all(
+        &self,
+        tapes: &mut [Tape<T>],
+        y: &[T],
+        v: &[T],
+        bars: &mut Bars<T>,
+    ) -> Result<(), LayerError> {
+        let (cin, cout) = (self.idx.in_channels, self.idx.out_channels);
+        let n = self.sorted.set_of.len();
+        let chunks: Vec<(usize, usize)> = (0..n)
+            .step_by(CHUNK_ROWS)
+            .map(|r0| (r0, (r0 + CHUNK_ROWS).min(n)))
+            .collect();
+        for group in chunks.chunks(tapes.len().max(1)) {
+            #[cfg(feature = "rayon")]
+            let parts: Vec<Result<ChunkGrads<T>, LayerError>> = {
+                use rayon::prelude::*;
+                tapes
+                    .par_iter_mut()
+                    .zip(group.par_iter())
+                    .map(|(tape, &(r0, r1))| self.hvp_chunk(tape, y, v, r0, r1))
+                    .collect()
+            };
+            #[cfg(not(feature = "rayon"))]
+            let parts: Vec<Result<ChunkGrads<T>, LayerError>> = tapes
+                .iter_mut()
+                .zip(group)
+                .map(|(tape, &(r0, r1))| self.hvp_chunk(tape, y, v, r0, r1))
+                .collect();
+            for part in parts {
+                part?.add_to(bars, cin, cout);
+            }
+        }
+        Ok(())
+    }
+
+    /// `∇_{y,θ,x} Σ_{i ∈ rows} ⟨∇_y F_i/|set(i)|, v⟩` for sorted elements
     /// `r0 .. r1`, computed on `tape` (cleared first).
     fn hvp_chunk(
         &self,
@@ -188,8 +231,7 @@ impl<T: Real> Adjoint<T> {
         v: &[T],
         r0: usize,
         r1: usize,
-        bars: &mut Bars<T>,
-    ) -> Result<(), LayerError> {
+    ) -> Result<ChunkGrads<T>, LayerError> {
         let idx = &self.idx;
         let (cin, cout) = (idx.in_channels, idx.out_channels);
         let set_of = &self.sorted.set_of[r0..r1];
@@ -232,22 +274,46 @@ impl<T: Real> Adjoint<T> {
         )?);
         let gv = tape.mul(g, v_c)?;
         let phi = tape.sum(gv)?;
-        let grads = tape.backward(phi)?;
-        for (theta, &var) in bars.theta.iter_mut().zip(&vars) {
-            if let Some(gr) = grads.get(var) {
+        Ok(ChunkGrads {
+            grads: tape.backward(phi)?,
+            vars,
+            x,
+            y: y_c,
+            rows: (r0, r1),
+            first_set: s_lo,
+        })
+    }
+}
+
+/// The gradients of one chunk's `⟨∇_y F, v⟩`, to be added to the adjoints.
+struct ChunkGrads<T> {
+    grads: Gradients<T>,
+    /// The parameters' nodes on the chunk's tape.
+    vars: Vec<Var>,
+    /// The chunk's `x` rows and sets' `y` rows.
+    x: Var,
+    y: Var,
+    /// The chunk's sorted elements `r0 .. r1` and its first set.
+    rows: (usize, usize),
+    first_set: usize,
+}
+
+impl<T: Real> ChunkGrads<T> {
+    /// Adds the chunk's gradients to the adjoints (`cin`, `cout`: row widths of `x`, `y`).
+    fn add_to(&self, bars: &mut Bars<T>, cin: usize, cout: usize) {
+        let g = &self.grads;
+        for (theta, &var) in bars.theta.iter_mut().zip(&self.vars) {
+            if let Some(gr) = g.get(var) {
                 axpy(T::ONE, gr.data(), theta);
             }
         }
-        if let Some(gr) = grads.get(x) {
+        let (r0, r1) = self.rows;
+        if let Some(gr) = g.get(self.x) {
             axpy(T::ONE, gr.data(), &mut bars.x_sorted[r0 * cin..r1 * cin]);
         }
-        if let Some(gr) = grads.get(y_c) {
-            axpy(
-                T::ONE,
-                gr.data(),
-                &mut bars.y[s_lo * cout..(s_hi + 1) * cout],
-            );
+        if let Some(gr) = g.get(self.y) {
+            let y0 = self.first_set * cout;
+            axpy(T::ONE, gr.data(), &mut bars.y[y0..y0 + gr.data().len()]);
         }
-        Ok(())
     }
 }

@@ -31,6 +31,9 @@ use crate::segments::Layout;
 
 /// Elements per block: small enough that a block's activations stay in L2.
 const CHUNK: usize = 128;
+/// Blocks per group: the unit of parallel work between two sequential sums into the
+/// sets (its `∂E/∂A` buffer is `GROUP · CHUNK · H` values).
+const GROUP: usize = 16;
 const LAYER_NORM_EPS: f64 = 1e-5;
 
 /// The potential's weights, laid out for the engine: the input maps are split and
@@ -296,6 +299,7 @@ pub(crate) fn solve_sorted<T: Real, V: AsRef<[T]>>(
     let mut dyw = vec![T::ZERO; sets * h];
     let mut g = vec![T::ZERO; sets * cout];
     let mut scratch = Scratch::new(&net, n.min(CHUNK));
+    let mut group_da = vec![T::ZERO; n.min(GROUP * CHUNK) * h];
     let mut traj = Trajectory {
         ys: Vec::new(),
         ms: Vec::new(),
@@ -314,25 +318,26 @@ pub(crate) fn solve_sorted<T: Real, V: AsRef<[T]>>(
             &mut yw,
         );
         dyw.fill(T::ZERO);
-        let mut r0 = 0;
-        while r0 < n {
-            let r1 = (r0 + CHUNK).min(n);
-            block(
-                &net,
-                &mut scratch,
-                &xw[r0 * h..r1 * h],
-                &yw,
-                &sorted.set_of[r0..r1],
-                &inv_count,
-            );
-            // Sum the block's ∂E/∂A into its sets, in element order.
-            for (r, da) in (r0..r1).zip(scratch.da.chunks_exact(h)) {
+        let mut g0 = 0;
+        while g0 < n {
+            let g1 = (g0 + GROUP * CHUNK).min(n);
+            let blocks = Blocks {
+                net: &net,
+                xw: &xw[g0 * h..g1 * h],
+                yw: &yw,
+                set_of: &sorted.set_of[g0..g1],
+                inv_count: &inv_count,
+            };
+            blocks.run(&mut scratch, &mut group_da[..(g1 - g0) * h]);
+            // Sum ∂E/∂A into the sets, in element order (the same order whatever the
+            // number of threads, so the result does not depend on it).
+            for (r, da) in (g0..g1).zip(group_da.chunks_exact(h)) {
                 let s = sorted.set_of[r];
                 for (acc, &v) in dyw[s * h..(s + 1) * h].iter_mut().zip(da) {
                     *acc += v;
                 }
             }
-            r0 = r1;
+            g0 = g1;
         }
         // g = ∂E/∂YW · W_y + 2·softplus(λ)/S · y
         g.copy_from_slice(&y);
@@ -356,6 +361,55 @@ pub(crate) fn solve_sorted<T: Real, V: AsRef<[T]>>(
     }
     traj.ys.push(y);
     traj
+}
+
+/// A group of consecutive (sorted) elements, run block by block.
+struct Blocks<'a, 'p, T> {
+    net: &'a Net<'p, T>,
+    /// `x·W_xᵀ + b` of the group's elements, `[rows, H]`.
+    xw: &'a [T],
+    /// `y·W_yᵀ` of every set.
+    yw: &'a [T],
+    set_of: &'a [usize],
+    inv_count: &'a [T],
+}
+
+impl<T: Real> Blocks<'_, '_, T> {
+    /// Writes `∂E/∂A` of the group's elements to `da`, `[rows, H]`, one block of
+    /// [`CHUNK`] elements at a time; with the `rayon` feature the blocks run in
+    /// parallel, each thread with its own scratch buffers (`scratch` serves the
+    /// calling thread).
+    fn run(&self, scratch: &mut Scratch<T>, da: &mut [T]) {
+        let h = self.net.width;
+        #[cfg(feature = "rayon")]
+        if rayon::current_num_threads() > 1 && self.set_of.len() > CHUNK {
+            use rayon::prelude::*;
+            let rows = CHUNK.min(self.set_of.len());
+            da.par_chunks_mut(CHUNK * h).enumerate().for_each_init(
+                || Scratch::new(self.net, rows),
+                |s, (b, out)| self.one(s, b, out),
+            );
+            return;
+        }
+        for (b, out) in da.chunks_mut(CHUNK * h).enumerate() {
+            self.one(scratch, b, out);
+        }
+    }
+
+    /// Block `b` of the group: `out` gets its `∂E/∂A`.
+    fn one(&self, scratch: &mut Scratch<T>, b: usize, out: &mut [T]) {
+        let h = self.net.width;
+        let (r0, r1) = (b * CHUNK, (b * CHUNK + out.len() / h.max(1)).min(self.set_of.len()));
+        block(
+            self.net,
+            scratch,
+            &self.xw[r0 * h..r1 * h],
+            self.yw,
+            &self.set_of[r0..r1],
+            self.inv_count,
+        );
+        out.copy_from_slice(&scratch.da[..out.len()]);
+    }
 }
 
 /// Forward and backward of the potential for one block of (sorted) elements; leaves
