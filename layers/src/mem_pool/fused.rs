@@ -6,7 +6,7 @@
 //! with scratch buffers reused across blocks:
 //!
 //! 1. `D = max(‖x‖² + ‖k‖² − 2·x·kᵀ, 0)` against all `H·K` keys at once (one GEMM);
-//! 2. the Student-t kernel on `D` in place;
+//! 2. the Student-t kernel of `D`;
 //! 3. per row and head, the normalisation over the `K` clusters, and the head mix
 //!    `z_j = Σ_h w_h · q_hj / Σ_k q_hk`;
 //! 4. softmax over the clusters, written straight into the `S` rows.
@@ -21,10 +21,10 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use readout_core::Real;
-use readout_kernels::elementwise::{Unary, unary_inplace};
+use readout_kernels::elementwise::{Unary, unary};
 use readout_kernels::gemm::{GemmShape, gemm};
 use readout_kernels::reduce::sum_rows;
-use readout_kernels::rows::{softmax_rows, sq_dist};
+use readout_kernels::rows::softmax_rows;
 use readout_kernels::segment::gather_rows;
 
 use super::plan::Plan;
@@ -97,10 +97,13 @@ fn kept_rows<'x, T: Real>(x_rows: &'x [T], f: usize, plan: &Plan) -> Cow<'x, [T]
 
 /// Scratch space of one block, allocated once per forward.
 struct Scratch<T> {
-    /// Distances, then kernel values, `[BLOCK, H·K]`.
+    /// Squared distances, `[BLOCK, H·K]`.
     d: Vec<T>,
-    /// `‖x‖²` of the block's rows and `‖k‖²` of the keys (for [`sq_dist`]).
-    norms: Vec<T>,
+    /// The Student-t kernel of `d`, `[BLOCK, H·K]` (a second buffer: the SIMD kernel
+    /// maps one slice into another; `unary_inplace` is the scalar loop).
+    q: Vec<T>,
+    /// `‖x‖²` of the block's rows.
+    xnorm: Vec<T>,
     /// Per (row, head) sums of the kernel over the clusters, `[BLOCK·H]`.
     qsum: Vec<T>,
     /// Head-mixed logits, `[BLOCK, K]`.
@@ -111,39 +114,95 @@ struct Scratch<T> {
 /// `s [N, K]`, block by block.
 fn assign<T: Real>(w: &Weights<'_, T>, rows: &[T], s: &mut [T]) {
     let hk = w.h * w.k;
+    // ‖k‖² of every key, once.
+    let mut knorm = vec![T::ZERO; hk];
+    sq_norms(w.keys, w.f, &mut knorm);
     let mut sc = Scratch {
         d: vec![T::ZERO; BLOCK * hk],
-        norms: vec![T::ZERO; BLOCK + hk],
+        q: vec![T::ZERO; BLOCK * hk],
+        xnorm: vec![T::ZERO; BLOCK],
         qsum: vec![T::ZERO; BLOCK * w.h],
         z: vec![T::ZERO; BLOCK * w.k],
     };
     for (xb, sb) in rows.chunks(BLOCK * w.f).zip(s.chunks_mut(BLOCK * w.k)) {
-        assign_block(w, xb, sb, &mut sc);
+        assign_block(w, &knorm, xb, sb, &mut sc);
+    }
+}
+
+/// `out[r] = Σ_c x[r, c]²`, summed as the tape sums `square(x)` over rows
+/// ([`readout_kernels::reduce::sum_all`]'s eight lanes), so both give the same bits.
+fn sq_norms<T: Real>(x: &[T], cols: usize, out: &mut [T]) {
+    for (o, row) in out.iter_mut().zip(x.chunks_exact(cols)) {
+        let mut lanes = [T::ZERO; 8];
+        let mut chunks = row.chunks_exact(8);
+        for c in &mut chunks {
+            for (l, &v) in lanes.iter_mut().zip(c) {
+                *l += v * v;
+            }
+        }
+        let mut tail = T::ZERO;
+        for &v in chunks.remainder() {
+            tail += v * v;
+        }
+        let (a, b) = lanes.split_at(4);
+        let mut sum = T::ZERO;
+        for i in 0..4 {
+            sum += a[i] + b[i];
+        }
+        *o = sum + tail;
     }
 }
 
 /// [`assign`] on one block of at most [`BLOCK`] rows.
-fn assign_block<T: Real>(w: &Weights<'_, T>, xb: &[T], sb: &mut [T], sc: &mut Scratch<T>) {
+fn assign_block<T: Real>(
+    w: &Weights<'_, T>,
+    knorm: &[T],
+    xb: &[T],
+    sb: &mut [T],
+    sc: &mut Scratch<T>,
+) {
     let m = xb.len() / w.f;
     let (h, k) = (w.h, w.k);
-    let d = &mut sc.d[..m * h * k];
-    // torch.cdist's matrix form, squared and clamped at 0, then the kernel in place.
-    sq_dist(xb, w.keys, w.f, d, &mut sc.norms);
-    unary_inplace(Unary::StudentT(w.tau), d);
-    // Σ_k q over the clusters of each (row, head): `d` seen as [m·H, K].
+    let hk = h * k;
+    let d = &mut sc.d[..m * hk];
+    let xnorm = &mut sc.xnorm[..m];
+    sq_norms(xb, w.f, xnorm);
+    // torch.cdist's matrix form `(−2·x·kᵀ + ‖x‖²) + ‖k‖²`, clamped at 0 (NaN kept).
+    gemm(
+        &GemmShape::with_trans(m, hk, w.f, false, true),
+        -T::from_f64(2.0),
+        xb,
+        w.keys,
+        T::ZERO,
+        d,
+    );
+    for (row, &xn) in d.chunks_exact_mut(hk).zip(xnorm.iter()) {
+        for (v, &kn) in row.iter_mut().zip(knorm) {
+            let e = *v + xn + kn;
+            *v = if e > T::ZERO || e.is_nan() {
+                e
+            } else {
+                T::ZERO
+            };
+        }
+    }
+    let q = &mut sc.q[..m * hk];
+    unary(Unary::StudentT(w.tau), d, q);
+    // Σ_k q over the clusters of each (row, head): `q` seen as [m·H, K].
     let qsum = &mut sc.qsum[..m * h];
-    sum_rows(d, k, qsum);
-    // The 1×1 conv over heads of the normalised kernel.
+    sum_rows(q, k, qsum);
+    for (qh, &sum) in q.chunks_exact_mut(k).zip(qsum.iter()) {
+        for v in qh {
+            *v /= sum;
+        }
+    }
+    // The 1×1 conv over heads of the normalised kernel: z_j = Σ_h w_h · q_hj.
     let z = &mut sc.z[..m * k];
-    for ((zr, dr), sr) in z
-        .chunks_exact_mut(k)
-        .zip(d.chunks_exact(h * k))
-        .zip(qsum.chunks_exact(h))
-    {
+    for (zr, qr) in z.chunks_exact_mut(k).zip(q.chunks_exact(hk)) {
         zr.fill(T::ZERO);
-        for ((qh, &sum), &wh) in dr.chunks_exact(k).zip(sr).zip(w.conv) {
-            for (zj, &q) in zr.iter_mut().zip(qh) {
-                *zj += wh * (q / sum);
+        for (qh, &wh) in qr.chunks_exact(k).zip(w.conv) {
+            for (zj, &v) in zr.iter_mut().zip(qh) {
+                *zj += wh * v;
             }
         }
     }

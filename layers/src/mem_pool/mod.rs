@@ -713,6 +713,11 @@ impl MemPooling {
 
     /// The soft assignment `softmax(conv(normalised Student-t kernel))` of every row of
     /// `rows [M, F]`: `[M, K]`. Row-wise, so it runs on whichever rows it is given.
+    ///
+    /// Every op on an `[M, H·K]` tensor costs an allocation and a pass forward and
+    /// backward (a reshape too: it copies), so the small `[H·K, ·]` operands take the
+    /// rearrangements instead: the `−2` goes on the keys, and the head mix is one
+    /// product with `w ⊗ I_K` rather than a transpose of the kernel.
     fn assign<T: Real>(
         &self,
         tape: &mut Tape<T>,
@@ -723,8 +728,9 @@ impl MemPooling {
         let m = tape.value(rows)?.shape()[0];
         let keys = tape.reshape(params.var(K), &[h * k, f])?;
         // ‖x‖² + ‖k‖² − 2·x·kᵀ, clamped at 0: torch.cdist's matrix form, squared.
-        let xk = tape.matmul_with(rows, keys, false, true)?;
-        let cross = tape.scale(xk, T::from_f64(-2.0))?;
+        // x·(−2k)ᵀ is exactly −2·(x·kᵀ): scaling by a power of two commutes with rounding.
+        let neg2k = tape.scale(keys, T::from_f64(-2.0))?;
+        let cross = tape.matmul_with(rows, neg2k, false, true)?;
         let x2 = tape.square(rows)?;
         let x2 = tape.sum_rows(x2)?;
         let x2 = tape.reshape(x2, &[m, 1])?;
@@ -739,14 +745,29 @@ impl MemPooling {
         let qsum = tape.sum_rows(q)?;
         let qsum = tape.reshape(qsum, &[m * h, 1])?;
         let qn = tape.div(q, qsum)?;
-        // 1×1 conv over heads: z[m, j] = Σ_h w_h · qn[m, h, j].
-        let qn = tape.reshape(qn, &[m, h, k])?;
-        let qt = tape.transpose(qn)?;
-        let qt = tape.reshape(qt, &[m * k, h])?;
-        let w = tape.reshape(params.var(CONV), &[1, h])?;
-        let z = tape.matmul_with(qt, w, false, true)?;
-        let z = tape.reshape(z, &[m, k])?;
+        // 1×1 conv over heads: z[m, j] = Σ_h w_h · qn[m, h, j] = (qn [M, H·K]) · (w ⊗ I_K).
+        let qn = tape.reshape(qn, &[m, h * k])?;
+        let mix = self.head_mix_matrix(tape, params)?;
+        let z = tape.matmul(qn, mix)?;
         Ok(tape.softmax(z)?)
+    }
+
+    /// `w ⊗ I_K`, `[H·K, K]`: row `h·K + j` is `w_h` at column `j`. Built on the tape
+    /// as `w [H, 1] · vec(I_K) [1, K²]` so that gradients reach `w`.
+    fn head_mix_matrix<T: Real>(
+        &self,
+        tape: &mut Tape<T>,
+        params: &Bound,
+    ) -> Result<Var, LayerError> {
+        let (h, k) = (self.heads, self.num_clusters);
+        let w = tape.reshape(params.var(CONV), &[h, 1])?;
+        let mut eye = vec![T::ZERO; k * k];
+        for j in 0..k {
+            eye[j * k + j] = T::ONE;
+        }
+        let eye = tape.constant(Tensor::from_vec(&[1, k * k], eye)?);
+        let mix = tape.matmul(w, eye)?;
+        Ok(tape.reshape(mix, &[h * k, k])?)
     }
 
     /// `lin(SX)` for `SX [B, K, F]`: `[B, K, F']`.
