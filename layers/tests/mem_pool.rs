@@ -636,3 +636,42 @@ mod prop {
         }
     }
 }
+
+/// `forward` (the fused engine, no tape) against `forward_on` on a non-recording `f32`
+/// tape: the same `out` and padded `S` to f32 rounding, with empty graphs (inside and
+/// trailing), one-node graphs, graphs longer than the engine's row block and nodes
+/// dropped by `max_num_nodes`.
+#[test]
+fn fused_inference_equals_the_tape_in_f32() {
+    let sizes = [0, 1, 37, 0, 300, 1, 12];
+    let batch = sizes_to_batch(&sizes)
+        .into_iter()
+        .map(|g| g + 1)
+        .collect::<Vec<_>>();
+    let l = layer(6, 5, 3, 4, 1.0, 41);
+    let mut rng = Rng::new(42);
+    let x: Tensor<f32> = random_x(&mut rng, &[batch.len(), 6]).cast();
+    for args in [
+        PoolArgs::new().batch(&batch),
+        PoolArgs::new().batch(&batch).batch_size(10),
+        PoolArgs::new().batch(&batch).max_num_nodes(20),
+    ] {
+        let (out, s) = l.forward(&x, args).unwrap();
+        let mut tape = Tape::<f32>::new();
+        tape.set_recording(false);
+        let bound = l.parameters().bind(&mut tape, false);
+        let xv = tape.constant(x.clone());
+        let mut p = l.forward_on(&mut tape, &bound, xv, args).unwrap();
+        let sv = p.s(&mut tape).unwrap();
+        for (name, fused, taped) in [
+            ("out", &out, tape.value(p.out()).unwrap()),
+            ("S", &s, tape.value(sv).unwrap()),
+        ] {
+            assert_eq!(fused.shape(), taped.shape(), "{name}");
+            for (&a, &b) in fused.data().iter().zip(taped.data()) {
+                let err = (a - b).abs() / b.abs().max(1.0);
+                assert!(err < 1e-5, "{name}: {a} vs {b}");
+            }
+        }
+    }
+}

@@ -50,6 +50,7 @@
 //!   graphs); PyG's `to_dense_batch` ignores `batch_size` when both `batch` and
 //!   `max_num_nodes` are `None`.
 
+mod fused;
 mod kl;
 mod plan;
 
@@ -446,6 +447,9 @@ impl MemPooling {
     /// `x [N, F]` (with `args.batch`, `max_num_nodes`, `batch_size`) or dense
     /// `x [B, N, F]` (with `args.mask`), as PyG's `forward` returns them.
     ///
+    /// On [`PoolPath::Ragged`] (the default) this runs a fused engine with no tape;
+    /// [`PoolPath::Dense`] runs PyG's padded computation on a tape.
+    ///
     /// # Errors
     /// See [`MemPooling::forward_on`].
     pub fn forward(
@@ -453,42 +457,22 @@ impl MemPooling {
         x: &Tensor<f32>,
         args: PoolArgs<'_>,
     ) -> Result<(Tensor<f32>, Tensor<f32>), LayerError> {
-        let (mut tape, mut pooled) = self.infer(x, args)?;
-        let out = tape.value(pooled.out())?.clone();
-        let s = match pooled.s_rows {
-            // Nothing to differentiate: scatter the real rows straight into the padded
-            // tensor, one pass over it (the tape's scatter + reshape would copy it twice).
-            Some(rows) => {
-                let plan = &pooled.plan;
-                let k = self.num_clusters;
-                let src = tape.value(rows)?.data();
-                let mut data = vec![0.0f32; plan.padded_rows() * k];
-                for (row, &at) in src.chunks_exact(k).zip(&plan.positions) {
-                    data[at * k..(at + 1) * k].copy_from_slice(row);
-                }
-                Tensor::from_vec(&[plan.batch_size, plan.max_nodes, k], data)?
-            }
-            None => {
-                let s = pooled.s(&mut tape)?;
-                tape.value(s)?.clone()
-            }
-        };
-        Ok((out, s))
-    }
-
-    /// The forward pass on a non-recording tape with the layer's own parameters, shared
-    /// by the two inference entry points.
-    fn infer(
-        &self,
-        x: &Tensor<f32>,
-        args: PoolArgs<'_>,
-    ) -> Result<(Tape<f32>, Pooled), LayerError> {
-        let mut tape = Tape::new();
-        tape.set_recording(false);
-        let p = self.params.bind(&mut tape, false);
-        let xv = tape.constant(x.clone());
-        let pooled = self.forward_on(&mut tape, &p, xv, args)?;
-        Ok((tape, pooled))
+        if args.path == PoolPath::Dense {
+            let (mut tape, mut pooled) = self.infer_on_tape(x, args)?;
+            let s = pooled.s(&mut tape)?;
+            return Ok((tape.value(pooled.out())?.clone(), tape.value(s)?.clone()));
+        }
+        let (plan, fused) = self.infer(x, self.weights(), args)?;
+        let k = self.num_clusters;
+        // The real rows scattered straight into PyG's padded S.
+        let mut s = vec![0.0f32; plan.padded_rows() * k];
+        for (row, &at) in fused.s_rows.chunks_exact(k).zip(&plan.positions) {
+            s[at * k..(at + 1) * k].copy_from_slice(row);
+        }
+        Ok((
+            self.out_tensor(&plan, fused.out)?,
+            Tensor::from_vec(&[plan.batch_size, plan.max_nodes, k], s)?,
+        ))
     }
 
     /// The inference path without padding: `(out [B, K, F'], S)` with `S` as
@@ -501,9 +485,86 @@ impl MemPooling {
         x: &Tensor<f32>,
         args: PoolArgs<'_>,
     ) -> Result<(Tensor<f32>, Tensor<f32>), LayerError> {
-        let (mut tape, mut pooled) = self.infer(x, args)?;
-        let s = pooled.s_nodes(&mut tape)?;
-        Ok((tape.value(pooled.out())?.clone(), tape.value(s)?.clone()))
+        if args.path == PoolPath::Dense {
+            let (mut tape, mut pooled) = self.infer_on_tape(x, args)?;
+            let s = pooled.s_nodes(&mut tape)?;
+            return Ok((tape.value(pooled.out())?.clone(), tape.value(s)?.clone()));
+        }
+        let (plan, fused) = self.infer(x, self.weights(), args)?;
+        let s = self.s_nodes_tensor(&plan, fused.s_rows)?;
+        Ok((self.out_tensor(&plan, fused.out)?, s))
+    }
+
+    /// The layer's own weights, for the fused engine.
+    fn weights(&self) -> [&[f32]; 3] {
+        [K, CONV, LIN].map(|i| self.params.at(i).value().data())
+    }
+
+    /// The fused ragged forward of `x` with weights `w` (`k`, `conv.weight`,
+    /// `lin.weight`, flattened): the layout and the engine's result. Generic so that
+    /// the tests can compare it with the tape in `f64`.
+    fn infer<T: Real>(
+        &self,
+        x: &Tensor<T>,
+        w: [&[T]; 3],
+        args: PoolArgs<'_>,
+    ) -> Result<(Plan, fused::Fused<T>), LayerError> {
+        let plan = self.plan(x.shape(), args)?;
+        let weights = fused::Weights {
+            f: self.in_channels,
+            o: self.out_channels,
+            h: self.heads,
+            k: self.num_clusters,
+            tau: T::from_f64(self.tau),
+            keys: w[0],
+            conv: w[1],
+            lin: w[2],
+        };
+        let out = fused::forward(&weights, x.data(), &plan);
+        Ok((plan, out))
+    }
+
+    /// `out [B, K, F']` from the engine's rows.
+    fn out_tensor<T: Real>(&self, plan: &Plan, out: Vec<T>) -> Result<Tensor<T>, LayerError> {
+        let dims = [plan.batch_size, self.num_clusters, self.out_channels];
+        Ok(Tensor::from_vec(&dims, out)?)
+    }
+
+    /// [`Pooled::s_nodes`] from the engine's kept rows: one row per input node for
+    /// `[N, F]` input (zero rows for dropped nodes), the kept rows for dense input.
+    fn s_nodes_tensor<T: Real>(
+        &self,
+        plan: &Plan,
+        s_rows: Vec<T>,
+    ) -> Result<Tensor<T>, LayerError> {
+        let k = self.num_clusters;
+        let data = match (&plan.kept, plan.dense_input) {
+            (Some(kept), false) => {
+                let mut all = vec![T::ZERO; plan.rows * k];
+                for (row, &at) in s_rows.chunks_exact(k).zip(kept) {
+                    all[at * k..(at + 1) * k].copy_from_slice(row);
+                }
+                all
+            }
+            _ => s_rows,
+        };
+        let n = data.len() / k;
+        Ok(Tensor::from_vec(&[n, k], data)?)
+    }
+
+    /// The forward pass on a non-recording tape with the layer's own parameters (the
+    /// inference entry points on [`PoolPath::Dense`]).
+    fn infer_on_tape(
+        &self,
+        x: &Tensor<f32>,
+        args: PoolArgs<'_>,
+    ) -> Result<(Tape<f32>, Pooled), LayerError> {
+        let mut tape = Tape::new();
+        tape.set_recording(false);
+        let p = self.params.bind(&mut tape, false);
+        let xv = tape.constant(x.clone());
+        let pooled = self.forward_on(&mut tape, &p, xv, args)?;
+        Ok((tape, pooled))
     }
 
     /// The forward pass on a tape, for training or for gradients of `x`: bind the
@@ -535,14 +596,25 @@ impl MemPooling {
     ) -> Result<Pooled, LayerError> {
         self.check_bound(tape, params)?;
         let xs = tape.value(x)?.shape().to_vec();
+        let plan = self.plan(&xs, args)?;
+        // The row view: [N, F] or [B·N, F].
+        let x_rows = tape.reshape(x, &[plan.rows, self.in_channels])?;
+        match args.path {
+            PoolPath::Ragged => self.ragged(tape, params, x_rows, plan),
+            PoolPath::Dense => self.dense(tape, params, x_rows, plan),
+        }
+    }
+
+    /// The validated layout of `x` (of shape `xs`) and `args`, shared by every path.
+    fn plan(&self, xs: &[usize], args: PoolArgs<'_>) -> Result<Plan, LayerError> {
         let f = self.in_channels;
-        let plan = match *xs.as_slice() {
+        let plan = match *xs {
             [n, w] => {
                 if w != f {
                     return Err(LayerError::WrongShape {
                         name: "x".into(),
                         expected: vec![n, f],
-                        got: xs,
+                        got: xs.to_vec(),
                     });
                 }
                 if let Some(m) = args.mask {
@@ -565,7 +637,7 @@ impl MemPooling {
                     return Err(LayerError::WrongShape {
                         name: "x".into(),
                         expected: vec![b, n, f],
-                        got: xs,
+                        got: xs.to_vec(),
                     });
                 }
                 for (name, given) in [
@@ -602,12 +674,7 @@ impl MemPooling {
                 ));
             }
         };
-        // The row view: [N, F] or [B·N, F].
-        let x_rows = tape.reshape(x, &[plan.rows, f])?;
-        match args.path {
-            PoolPath::Ragged => self.ragged(tape, params, x_rows, plan),
-            PoolPath::Dense => self.dense(tape, params, x_rows, plan),
-        }
+        Ok(plan)
     }
 
     /// The widest buffers per row and per graph, for the size caps.
@@ -646,6 +713,11 @@ impl MemPooling {
 
     /// The soft assignment `softmax(conv(normalised Student-t kernel))` of every row of
     /// `rows [M, F]`: `[M, K]`. Row-wise, so it runs on whichever rows it is given.
+    ///
+    /// Every op on an `[M, H·K]` tensor costs an allocation and a pass forward and
+    /// backward (a reshape too: it copies), so the small `[H·K, ·]` operands take the
+    /// rearrangements instead: the `−2` goes on the keys, and the head mix is one
+    /// product with `w ⊗ I_K` rather than a transpose of the kernel.
     fn assign<T: Real>(
         &self,
         tape: &mut Tape<T>,
@@ -656,8 +728,9 @@ impl MemPooling {
         let m = tape.value(rows)?.shape()[0];
         let keys = tape.reshape(params.var(K), &[h * k, f])?;
         // ‖x‖² + ‖k‖² − 2·x·kᵀ, clamped at 0: torch.cdist's matrix form, squared.
-        let xk = tape.matmul_with(rows, keys, false, true)?;
-        let cross = tape.scale(xk, T::from_f64(-2.0))?;
+        // x·(−2k)ᵀ is exactly −2·(x·kᵀ): scaling by a power of two commutes with rounding.
+        let neg2k = tape.scale(keys, T::from_f64(-2.0))?;
+        let cross = tape.matmul_with(rows, neg2k, false, true)?;
         let x2 = tape.square(rows)?;
         let x2 = tape.sum_rows(x2)?;
         let x2 = tape.reshape(x2, &[m, 1])?;
@@ -672,14 +745,29 @@ impl MemPooling {
         let qsum = tape.sum_rows(q)?;
         let qsum = tape.reshape(qsum, &[m * h, 1])?;
         let qn = tape.div(q, qsum)?;
-        // 1×1 conv over heads: z[m, j] = Σ_h w_h · qn[m, h, j].
-        let qn = tape.reshape(qn, &[m, h, k])?;
-        let qt = tape.transpose(qn)?;
-        let qt = tape.reshape(qt, &[m * k, h])?;
-        let w = tape.reshape(params.var(CONV), &[1, h])?;
-        let z = tape.matmul_with(qt, w, false, true)?;
-        let z = tape.reshape(z, &[m, k])?;
+        // 1×1 conv over heads: z[m, j] = Σ_h w_h · qn[m, h, j] = (qn [M, H·K]) · (w ⊗ I_K).
+        let qn = tape.reshape(qn, &[m, h * k])?;
+        let mix = self.head_mix_matrix(tape, params)?;
+        let z = tape.matmul(qn, mix)?;
         Ok(tape.softmax(z)?)
+    }
+
+    /// `w ⊗ I_K`, `[H·K, K]`: row `h·K + j` is `w_h` at column `j`. Built on the tape
+    /// as `w [H, 1] · vec(I_K) [1, K²]` so that gradients reach `w`.
+    fn head_mix_matrix<T: Real>(
+        &self,
+        tape: &mut Tape<T>,
+        params: &Bound,
+    ) -> Result<Var, LayerError> {
+        let (h, k) = (self.heads, self.num_clusters);
+        let w = tape.reshape(params.var(CONV), &[h, 1])?;
+        let mut eye = vec![T::ZERO; k * k];
+        for j in 0..k {
+            eye[j * k + j] = T::ONE;
+        }
+        let eye = tape.constant(Tensor::from_vec(&[1, k * k], eye)?);
+        let mix = tape.matmul(w, eye)?;
+        Ok(tape.reshape(mix, &[h * k, k])?)
     }
 
     /// `lin(SX)` for `SX [B, K, F]`: `[B, K, F']`.
@@ -889,3 +977,6 @@ impl MemPooling {
         })
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,231 @@
+//! The inference path's engine: `MemPooling`'s ragged forward with no tape.
+//!
+//! The tape computes the assignment in about twenty separate ops over the whole batch,
+//! each allocating a fresh `[N, H·K]` or `[N, K]` tensor; at inference nothing needs
+//! to be kept, so here the per-node part runs per block of [`BLOCK`] rows, in cache,
+//! with scratch buffers reused across blocks:
+//!
+//! 1. `D = max(‖x‖² + ‖k‖² − 2·x·kᵀ, 0)` against all `H·K` keys at once (one GEMM);
+//! 2. the Student-t kernel of `D`;
+//! 3. per row and head, the normalisation over the `K` clusters, and the head mix
+//!    `z_j = Σ_h w_h · q_hj / Σ_k q_hk`;
+//! 4. softmax over the clusters, written straight into the `S` rows.
+//!
+//! Then `Sᵀ·X` per graph (one GEMM per non-empty graph) and the final linear (one GEMM
+//! over all `B·K` pooled rows). The operations and their order are the tape path's
+//! ([`super::MemPooling::forward_on`] on [`super::PoolPath::Ragged`]), so the two
+//! agree up to rounding.
+
+use alloc::borrow::Cow;
+use alloc::vec;
+use alloc::vec::Vec;
+
+use readout_core::Real;
+use readout_kernels::elementwise::{Unary, unary};
+use readout_kernels::gemm::{GemmShape, gemm};
+use readout_kernels::reduce::sum_rows;
+use readout_kernels::rows::softmax_rows;
+use readout_kernels::segment::gather_rows;
+
+use super::plan::Plan;
+
+/// Rows per block of the per-node part: the block's `[BLOCK, H·K]` distances stay in
+/// L2 for the layer sizes of the workloads (`H·K` up to a few hundred).
+const BLOCK: usize = 256;
+
+/// The layer's sizes and weights, borrowed in the engine's layout.
+pub(crate) struct Weights<'a, T> {
+    /// `F`, the input width.
+    pub(crate) f: usize,
+    /// `F'`, the output width.
+    pub(crate) o: usize,
+    /// `H`, the number of heads.
+    pub(crate) h: usize,
+    /// `K`, the number of clusters.
+    pub(crate) k: usize,
+    /// `τ`, the Student-t temperature.
+    pub(crate) tau: T,
+    /// The keys `[H·K, F]` (PyG's `k [H, K, F]`, flattened).
+    pub(crate) keys: &'a [T],
+    /// The head weights `[H]`.
+    pub(crate) conv: &'a [T],
+    /// `lin.weight [F', F]`.
+    pub(crate) lin: &'a [T],
+}
+
+/// What the engine returns.
+pub(crate) struct Fused<T> {
+    /// `out [B·K, F']`, row-major.
+    pub(crate) out: Vec<T>,
+    /// `S` on the kept rows `[N_kept, K]`, in the plan's kept order.
+    pub(crate) s_rows: Vec<T>,
+}
+
+/// `out` and `S` (on the kept rows) of the row view `x_rows [plan.rows, F]`.
+pub(crate) fn forward<T: Real>(w: &Weights<'_, T>, x_rows: &[T], plan: &Plan) -> Fused<T> {
+    let rows = kept_rows(x_rows, w.f, plan);
+    let n = rows.len() / w.f;
+    let mut s_rows = vec![T::ZERO; n * w.k];
+    assign(w, &rows, &mut s_rows);
+    let sx = pool(w, &rows, &s_rows, plan);
+    let b = plan.batch_size;
+    let mut out = vec![T::ZERO; b * w.k * w.o];
+    // out = SX · linᵀ over all B·K pooled rows at once.
+    gemm(
+        &GemmShape::with_trans(b * w.k, w.o, w.f, false, true),
+        T::ONE,
+        &sx,
+        w.lin,
+        T::ZERO,
+        &mut out,
+    );
+    Fused { out, s_rows }
+}
+
+/// The kept rows of `x_rows`: borrowed when every row is kept (the common case),
+/// gathered otherwise (nodes dropped by `max_num_nodes`, masked dense rows).
+fn kept_rows<'x, T: Real>(x_rows: &'x [T], f: usize, plan: &Plan) -> Cow<'x, [T]> {
+    match &plan.kept {
+        None => Cow::Borrowed(x_rows),
+        Some(kept) => {
+            let mut g = vec![T::ZERO; kept.len() * f];
+            gather_rows(x_rows, f, kept, &mut g);
+            Cow::Owned(g)
+        }
+    }
+}
+
+/// Scratch space of one block, allocated once per forward.
+struct Scratch<T> {
+    /// Squared distances, `[BLOCK, H·K]`.
+    d: Vec<T>,
+    /// The Student-t kernel of `d`, `[BLOCK, H·K]` (a second buffer: the SIMD kernel
+    /// maps one slice into another; `unary_inplace` is the scalar loop).
+    q: Vec<T>,
+    /// `‖x‖²` of the block's rows.
+    xnorm: Vec<T>,
+    /// Per (row, head) sums of the kernel over the clusters, `[BLOCK·H]`.
+    qsum: Vec<T>,
+    /// Head-mixed logits, `[BLOCK, K]`.
+    z: Vec<T>,
+}
+
+/// `S = softmax(conv(normalised Student-t kernel))` of every row of `rows [N, F]` into
+/// `s [N, K]`, block by block.
+fn assign<T: Real>(w: &Weights<'_, T>, rows: &[T], s: &mut [T]) {
+    let hk = w.h * w.k;
+    // ‖k‖² of every key, once.
+    let mut knorm = vec![T::ZERO; hk];
+    sq_norms(w.keys, w.f, &mut knorm);
+    let mut sc = Scratch {
+        d: vec![T::ZERO; BLOCK * hk],
+        q: vec![T::ZERO; BLOCK * hk],
+        xnorm: vec![T::ZERO; BLOCK],
+        qsum: vec![T::ZERO; BLOCK * w.h],
+        z: vec![T::ZERO; BLOCK * w.k],
+    };
+    for (xb, sb) in rows.chunks(BLOCK * w.f).zip(s.chunks_mut(BLOCK * w.k)) {
+        assign_block(w, &knorm, xb, sb, &mut sc);
+    }
+}
+
+/// `out[r] = Σ_c x[r, c]²`, summed as the tape sums `square(x)` over rows
+/// ([`readout_kernels::reduce::sum_all`]'s eight lanes), so both give the same bits.
+fn sq_norms<T: Real>(x: &[T], cols: usize, out: &mut [T]) {
+    for (o, row) in out.iter_mut().zip(x.chunks_exact(cols)) {
+        let mut lanes = [T::ZERO; 8];
+        let mut chunks = row.chunks_exact(8);
+        for c in &mut chunks {
+            for (l, &v) in lanes.iter_mut().zip(c) {
+                *l += v * v;
+            }
+        }
+        let mut tail = T::ZERO;
+        for &v in chunks.remainder() {
+            tail += v * v;
+        }
+        let (a, b) = lanes.split_at(4);
+        let mut sum = T::ZERO;
+        for i in 0..4 {
+            sum += a[i] + b[i];
+        }
+        *o = sum + tail;
+    }
+}
+
+/// [`assign`] on one block of at most [`BLOCK`] rows.
+fn assign_block<T: Real>(
+    w: &Weights<'_, T>,
+    knorm: &[T],
+    xb: &[T],
+    sb: &mut [T],
+    sc: &mut Scratch<T>,
+) {
+    let m = xb.len() / w.f;
+    let (h, k) = (w.h, w.k);
+    let hk = h * k;
+    let d = &mut sc.d[..m * hk];
+    let xnorm = &mut sc.xnorm[..m];
+    sq_norms(xb, w.f, xnorm);
+    // torch.cdist's matrix form `(−2·x·kᵀ + ‖x‖²) + ‖k‖²`, clamped at 0 (NaN kept).
+    gemm(
+        &GemmShape::with_trans(m, hk, w.f, false, true),
+        -T::from_f64(2.0),
+        xb,
+        w.keys,
+        T::ZERO,
+        d,
+    );
+    for (row, &xn) in d.chunks_exact_mut(hk).zip(xnorm.iter()) {
+        for (v, &kn) in row.iter_mut().zip(knorm) {
+            let e = *v + xn + kn;
+            *v = if e > T::ZERO || e.is_nan() {
+                e
+            } else {
+                T::ZERO
+            };
+        }
+    }
+    let q = &mut sc.q[..m * hk];
+    unary(Unary::StudentT(w.tau), d, q);
+    // Σ_k q over the clusters of each (row, head): `q` seen as [m·H, K].
+    let qsum = &mut sc.qsum[..m * h];
+    sum_rows(q, k, qsum);
+    for (qh, &sum) in q.chunks_exact_mut(k).zip(qsum.iter()) {
+        for v in qh {
+            *v /= sum;
+        }
+    }
+    // The 1×1 conv over heads of the normalised kernel: z_j = Σ_h w_h · q_hj.
+    let z = &mut sc.z[..m * k];
+    for (zr, qr) in z.chunks_exact_mut(k).zip(q.chunks_exact(hk)) {
+        zr.fill(T::ZERO);
+        for (qh, &wh) in qr.chunks_exact(k).zip(w.conv) {
+            for (zj, &v) in zr.iter_mut().zip(qh) {
+                *zj += wh * v;
+            }
+        }
+    }
+    softmax_rows(z, k, sb);
+}
+
+/// `Sᵀ·X` per graph: `[B·K, F]`, zero blocks for empty graphs.
+fn pool<T: Real>(w: &Weights<'_, T>, rows: &[T], s: &[T], plan: &Plan) -> Vec<T> {
+    let (k, f) = (w.k, w.f);
+    let mut sx = vec![T::ZERO; plan.batch_size * k * f];
+    for (g, out) in sx.chunks_exact_mut(k * f).enumerate() {
+        let (lo, hi) = (plan.ptr[g], plan.ptr[g + 1]);
+        if lo == hi {
+            continue;
+        }
+        gemm(
+            &GemmShape::with_trans(k, f, hi - lo, true, false),
+            T::ONE,
+            &s[lo * k..hi * k],
+            &rows[lo * f..hi * f],
+            T::ZERO,
+            out,
+        );
+    }
+    sx
+}
