@@ -204,6 +204,7 @@ impl Prepared {
                 },
                 Mode::Infer,
             ) => {
+                crate::alloc::count_reused(layer.workspace_bytes());
                 let y = layer.forward(x, Segments::Index(index), Some(*sets))?;
                 Ok(y.data().iter().map(|&v| f64::from(v)).sum())
             }

@@ -769,3 +769,32 @@ proptest! {
         prop_assert!(rel(moved.data(), &expected) <= 1e-12);
     }
 }
+
+/// `forward` keeps its buffers between calls: inputs of different sizes in a row
+/// (larger, smaller, empty, larger again) give exactly what a fresh layer gives.
+#[test]
+fn forward_reuses_its_workspace_without_leaking_values() {
+    let l = layer(3, 2, &[8, 8], 3, 11);
+    let mut rng = ChaCha8Rng::seed_from_u64(12);
+    let cases: Vec<(Tensor<f32>, Vec<i64>)> = [300usize, 7, 0, 129, 300]
+        .iter()
+        .map(|&n| {
+            let x = random(&mut rng, &[n, 3], 2.0).cast::<f32>();
+            let index = (0..n as i64).map(|i| (i * 5) % 4).collect();
+            (x, index)
+        })
+        .collect();
+    for (x, index) in &cases {
+        let reused = l.forward(x, Segments::Index(index), Some(4)).unwrap();
+        let fresh = l
+            .clone()
+            .forward(x, Segments::Index(index), Some(4))
+            .unwrap();
+        assert_eq!(reused.data(), fresh.data(), "n = {}", x.shape()[0]);
+        // Same numbers as the tape's eager path.
+        let taped = infer(&l, x, Segments::Index(index), Some(4)).unwrap();
+        assert_eq!(reused.data(), taped.data());
+    }
+    assert!(l.workspace_bytes() > 0);
+    assert_eq!(l.clone().workspace_bytes(), 0);
+}

@@ -24,6 +24,7 @@ use readout_core::{CoreError, CustomBackward, Gradients, Real, Shape, Tape, Tens
 use readout_kernels::elementwise::Unary;
 
 use super::eager::{Sorted, Trajectory, solve_sorted, sort_by_set};
+use super::workspace::Workspace;
 use super::{ParamIndex, potential};
 use crate::error::LayerError;
 use crate::param::Bound;
@@ -91,7 +92,8 @@ pub(crate) fn forward<T: Real>(
     let shapes: Vec<Shape> = idx.layout().into_iter().map(|(_, s)| s).collect();
     let values = super::eager::bound_values(tape, params)?;
     let sorted = sort_by_set(tape.value(x)?.data(), idx.in_channels, layout);
-    let mut traj = solve_sorted(idx, &values, grad_iter, &sorted, true);
+    let mut ws = Workspace::new();
+    let mut traj = solve_sorted(idx, &values, grad_iter, &sorted, true, &mut ws);
     let y = traj.ys.last().cloned().unwrap_or_default();
     let sets = sorted.ptr.len() - 1;
     let value = Tensor::from_shape(Shape::d2(sets, idx.out_channels), y)?;

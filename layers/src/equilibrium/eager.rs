@@ -27,6 +27,7 @@ use readout_kernels::gemm::{GemmShape, gemm};
 use readout_kernels::rows::{layer_norm_backward_rows, layer_norm_rows};
 
 use super::ParamIndex;
+use super::workspace::Workspace;
 use crate::segments::Layout;
 
 /// Elements per block: small enough that a block's activations stay in L2.
@@ -147,25 +148,33 @@ struct Scratch<T> {
 impl<T: Real> Scratch<T> {
     /// Buffers for blocks of up to `rows ≤ CHUNK` elements (fewer than `CHUNK` when
     /// the input is smaller: no point clearing pages that will not be used).
-    fn new(net: &Net<T>, rows: usize) -> Self {
+    fn new(net: &Net<T>, rows: usize, ws: &mut Workspace<T>) -> Self {
         let hmax = net.hidden.iter().copied().max().unwrap_or(1);
-        let per_layer = || {
-            net.hidden
-                .iter()
-                .map(|&h| vec![T::ZERO; rows * h])
-                .collect()
+        let per_layer = |ws: &mut Workspace<T>| -> Vec<Vec<T>> {
+            net.hidden.iter().map(|&h| ws.zeros(rows * h)).collect()
         };
         Scratch {
-            a: vec![T::ZERO; rows * net.width],
-            xhat: per_layer(),
-            rstd: net.hidden.iter().map(|_| vec![T::ZERO; rows]).collect(),
-            t: per_layer(),
-            mean: vec![T::ZERO; rows],
-            z: vec![T::ZERO; rows * hmax],
-            dz: vec![T::ZERO; rows * hmax],
-            dln: vec![T::ZERO; rows * hmax],
-            dpre: vec![T::ZERO; rows * hmax],
-            da: vec![T::ZERO; rows * net.width],
+            a: ws.zeros(rows * net.width),
+            xhat: per_layer(ws),
+            rstd: net.hidden.iter().map(|_| ws.zeros(rows)).collect(),
+            t: per_layer(ws),
+            mean: ws.zeros(rows),
+            z: ws.zeros(rows * hmax),
+            dz: ws.zeros(rows * hmax),
+            dln: ws.zeros(rows * hmax),
+            dpre: ws.zeros(rows * hmax),
+            da: ws.zeros(rows * net.width),
+        }
+    }
+
+    /// Gives every buffer back to `ws`.
+    fn put_back(self, ws: &mut Workspace<T>) {
+        let per_layer = self.xhat.into_iter().chain(self.rstd).chain(self.t);
+        let single = [
+            self.a, self.mean, self.z, self.dz, self.dln, self.dpre, self.da,
+        ];
+        for v in per_layer.chain(single) {
+            ws.put(v);
         }
     }
 }
@@ -233,9 +242,10 @@ pub(crate) fn solve<T: Real, V: AsRef<[T]>>(
     grad_iter: usize,
     x: &[T],
     layout: &Layout,
+    ws: &mut Workspace<T>,
 ) -> Vec<T> {
     let sorted = sort_by_set(x, idx.in_channels, layout);
-    let mut traj = solve_sorted(idx, p, grad_iter, &sorted, false);
+    let mut traj = solve_sorted(idx, p, grad_iter, &sorted, false, ws);
     traj.ys.pop().unwrap_or_default()
 }
 
@@ -247,6 +257,7 @@ pub(crate) fn solve_sorted<T: Real, V: AsRef<[T]>>(
     grad_iter: usize,
     sorted: &Sorted<T>,
     keep: bool,
+    ws: &mut Workspace<T>,
 ) -> Trajectory<T> {
     let net = Net::<T>::new(idx, p);
     let n = sorted.set_of.len();
@@ -267,7 +278,7 @@ pub(crate) fn solve_sorted<T: Real, V: AsRef<[T]>>(
     };
 
     // x·W_xᵀ + b for every input map, once.
-    let mut xw = vec![T::ZERO; n * h];
+    let mut xw = ws.zeros(n * h);
     gemm(
         &GemmShape::with_trans(n, h, net.cin, false, true),
         T::ONE,
@@ -295,11 +306,11 @@ pub(crate) fn solve_sorted<T: Real, V: AsRef<[T]>>(
 
     let mut y = vec![T::ZERO; sets * cout];
     let mut m = vec![T::ZERO; sets * cout];
-    let mut yw = vec![T::ZERO; sets * h];
-    let mut dyw = vec![T::ZERO; sets * h];
+    let mut yw = ws.zeros(sets * h);
+    let mut dyw = ws.zeros(sets * h);
     let mut g = vec![T::ZERO; sets * cout];
-    let mut scratch = Scratch::new(&net, n.min(CHUNK));
-    let mut group_da = vec![T::ZERO; n.min(GROUP * CHUNK) * h];
+    let mut scratch = Scratch::new(&net, n.min(CHUNK), ws);
+    let mut group_da = ws.zeros(n.min(GROUP * CHUNK) * h);
     let mut traj = Trajectory {
         ys: Vec::new(),
         ms: Vec::new(),
@@ -360,6 +371,10 @@ pub(crate) fn solve_sorted<T: Real, V: AsRef<[T]>>(
         }
     }
     traj.ys.push(y);
+    scratch.put_back(ws);
+    for v in [xw, yw, dyw, group_da] {
+        ws.put(v);
+    }
     traj
 }
 
@@ -386,7 +401,7 @@ impl<T: Real> Blocks<'_, '_, T> {
             use rayon::prelude::*;
             let rows = CHUNK.min(self.set_of.len());
             da.par_chunks_mut(CHUNK * h).enumerate().for_each_init(
-                || Scratch::new(self.net, rows),
+                || Scratch::new(self.net, rows, &mut Workspace::new()),
                 |s, (b, out)| self.one(s, b, out),
             );
             return;
@@ -399,7 +414,10 @@ impl<T: Real> Blocks<'_, '_, T> {
     /// Block `b` of the group: `out` gets its `∂E/∂A`.
     fn one(&self, scratch: &mut Scratch<T>, b: usize, out: &mut [T]) {
         let h = self.net.width;
-        let (r0, r1) = (b * CHUNK, (b * CHUNK + out.len() / h.max(1)).min(self.set_of.len()));
+        let (r0, r1) = (
+            b * CHUNK,
+            (b * CHUNK + out.len() / h.max(1)).min(self.set_of.len()),
+        );
         block(
             self.net,
             scratch,

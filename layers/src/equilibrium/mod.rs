@@ -39,6 +39,7 @@
 mod adjoint;
 mod eager;
 mod potential;
+mod workspace;
 
 use alloc::format;
 use alloc::string::String;
@@ -177,6 +178,8 @@ pub struct EquilibriumAggregation {
     grad_iter: usize,
     initial_lamb: f32,
     params: Parameters,
+    /// Buffers [`EquilibriumAggregation::forward`] reuses across calls.
+    cache: workspace::Cache,
 }
 
 /// PyG's `MomentumOptimizer` defaults.
@@ -261,6 +264,7 @@ impl EquilibriumAggregation {
             grad_iter,
             initial_lamb: lamb,
             params,
+            cache: workspace::Cache::default(),
         };
         layer.reset_parameters(&mut rand::rngs::Xoshiro256PlusPlus::seed_from_u64(0));
         Ok(layer)
@@ -342,12 +346,21 @@ impl EquilibriumAggregation {
             Vec::new()
         } else {
             let values: Vec<&[f32]> = self.params.iter().map(|p| p.value().data()).collect();
-            eager::solve(&self.idx, &values, self.grad_iter, x.data(), &layout)
+            let (idx, iters) = (&self.idx, self.grad_iter);
+            self.cache
+                .with(|ws| eager::solve(idx, &values, iters, x.data(), &layout, ws))
         };
         Ok(Tensor::from_shape(
             Shape::d2(sets, self.idx.out_channels),
             y,
         )?)
+    }
+
+    /// Bytes of the buffers [`EquilibriumAggregation::forward`] keeps between calls
+    /// (it reuses them instead of allocating; they are sized by the largest input
+    /// seen, and dropped with the layer).
+    pub fn workspace_bytes(&self) -> usize {
+        self.cache.bytes()
     }
 
     /// Checks `x`'s shape `xs` and the segments, and returns the layout of the sets.
@@ -423,7 +436,8 @@ impl EquilibriumAggregation {
         if mode == InnerGrad::Eager {
             let xv: Vec<T> = tape.value(x)?.data().to_vec();
             let values = eager::bound_values(tape, params)?;
-            let y = eager::solve(&self.idx, &values, self.grad_iter, &xv, &layout);
+            let mut ws = workspace::Workspace::new();
+            let y = eager::solve(&self.idx, &values, self.grad_iter, &xv, &layout, &mut ws);
             return Ok(tape.constant(Tensor::from_shape(
                 Shape::d2(sets, self.idx.out_channels),
                 y,
