@@ -47,6 +47,15 @@ fn pop_fit<T>(map: &mut ByCapacity<T>, len: usize) -> Option<Vec<T>> {
 impl<T: Real> BufferPool<T> {
     /// A buffer of `len` zeros: a recycled one if one fits, else a new one.
     pub(crate) fn take(&mut self, len: usize) -> Vec<T> {
+        let mut v = self.take_any(len);
+        v.fill(T::ZERO);
+        v
+    }
+
+    /// A buffer of `len` values that may hold anything (old values of a recycled
+    /// buffer): for ops whose kernel writes every element, which would otherwise pay
+    /// a pass of zeroing for nothing.
+    pub(crate) fn take_any(&mut self, len: usize) -> Vec<T> {
         if len == 0 {
             return Vec::new();
         }
@@ -54,7 +63,7 @@ impl<T: Real> BufferPool<T> {
         match found {
             Some(mut v) => {
                 self.bytes -= v.capacity() * core::mem::size_of::<T>();
-                v.clear();
+                // Shorten, or extend with zeros up to `len` (within the capacity).
                 v.resize(len, T::ZERO);
                 v
             }

@@ -241,6 +241,12 @@ impl<T: Real> Tape<T> {
         self.pool.borrow_mut().take(len)
     }
 
+    /// A buffer of `len` values for an op whose kernel writes every one of them (its
+    /// old contents are not cleared).
+    pub(crate) fn buffer_overwritten(&self, len: usize) -> Vec<T> {
+        self.pool.borrow_mut().take_any(len)
+    }
+
     pub(crate) fn push_leaf(&mut self, value: Tensor<T>, requires_grad: bool) -> Var {
         let id = self.nodes.len() as u32;
         self.nodes.push(Node {

@@ -99,7 +99,7 @@ impl<T: Real> Tape<T> {
     /// `a ∘ b` with an explicit broadcast; the caller guarantees the lengths fit.
     pub(crate) fn binary_bc(&mut self, op: Binary, bcast: Broadcast, a: Var, b: Var) -> Var {
         let sa = self.val(a).dims();
-        let mut out = self.buffer(sa.numel());
+        let mut out = self.buffer_overwritten(sa.numel());
         binary(
             op,
             self.val(a).data(),
@@ -115,7 +115,7 @@ impl<T: Real> Tape<T> {
     fn unary_op(&mut self, name: &'static str, u: Unary<T>, x: Var) -> Result<Var, CoreError> {
         let t = self.check(name, x)?;
         let shape = t.dims();
-        let mut out = self.buffer(shape.numel());
+        let mut out = self.buffer_overwritten(shape.numel());
         unary(u, t.data(), &mut out);
         Ok(self.push(Op::Unary(u), &[x], Tensor::raw(shape, out)))
     }
@@ -261,7 +261,7 @@ impl<T: Real> Tape<T> {
     pub(crate) fn map(&mut self, u: Unary<T>, x: Var) -> Var {
         let t = self.val(x);
         let shape = t.dims();
-        let mut out = self.buffer(shape.numel());
+        let mut out = self.buffer_overwritten(shape.numel());
         unary(u, t.data(), &mut out);
         self.push(Op::Unary(u), &[x], Tensor::raw(shape, out))
     }

@@ -57,7 +57,7 @@ impl<T: Real> Tape<T> {
             }
         }
         let rows = s.rows();
-        let mut out = self.buffer(s.numel());
+        let mut out = self.buffer_overwritten(s.numel());
         let (mut mean, mut rstd) = (vec![T::ZERO; rows], vec![T::ZERO; rows]);
         let wb = affine.map(|(w, b)| (self.val(w).data(), self.val(b).data()));
         layer_norm_rows(
@@ -108,7 +108,7 @@ pub(crate) fn backward<T: Real>(
         Some(tape.binary_bc(Binary::Mul, Broadcast::Col, d, rstd))
     } else {
         let s = tape.val(x).dims();
-        let mut out = tape.buffer(s.numel());
+        let mut out = tape.buffer_overwritten(s.numel());
         layer_norm_backward_rows(
             tape.val(xhat).data(),
             tape.val(ghat).data(),
@@ -141,7 +141,10 @@ fn normalized<T: Real>(tape: &mut Tape<T>, x: Var, eps: T) -> Result<(Var, Var),
     let sq = tape.map(Unary::Square, xc);
     let var = tape.mean_rows(sq)?;
     let ve = tape.map(Unary::AddScalar(eps), var);
-    let rstd = tape.map(Unary::Powf(T::from_f64(-0.5)), ve);
+    // 1/√v rather than v^(−1/2): both are exact-rounding SIMD kernels, `powf` is a
+    // scalar loop.
+    let sd = tape.map(Unary::Sqrt, ve);
+    let rstd = tape.map(Unary::Recip, sd);
     let xhat = tape.binary_bc(Binary::Mul, Broadcast::Col, xc, rstd);
     Ok((xhat, rstd))
 }

@@ -52,7 +52,7 @@ impl<T: Real> Tape<T> {
                 });
             }
         };
-        let mut out = self.buffer(t.numel());
+        let mut out = self.buffer_overwritten(t.numel());
         layout::transpose(t.data(), b, m, n, &mut out);
         let shape = if s.rank() == 3 {
             Shape::d3(b, n, m)
@@ -93,7 +93,7 @@ impl<T: Real> Tape<T> {
         }
         let dims = [d0, d1, d2];
         let out_dims = [dims[perm[0]], dims[perm[1]], dims[perm[2]]];
-        let mut out = self.buffer(t.numel());
+        let mut out = self.buffer_overwritten(t.numel());
         layout::permute3(t.data(), dims, perm, &mut out);
         let shape = Shape::d3(out_dims[0], out_dims[1], out_dims[2]);
         Ok(self.push(Op::Permute(perm), &[x], Tensor::raw(shape, out)))

@@ -90,7 +90,7 @@ impl<T: Real> Tape<T> {
             Shape::d2(m, n)
         };
         crate::tensor::check_alloc::<T>(OP, out_shape)?;
-        let mut out = self.buffer(out_shape.numel());
+        let mut out = self.buffer_overwritten(out_shape.numel());
         let gs = GemmShape::with_trans(m, n, k, trans_a, trans_b);
         let (va, vb) = (self.val(a).data(), self.val(b).data());
         for bi in 0..ba {

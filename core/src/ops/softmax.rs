@@ -22,7 +22,7 @@ impl<T: Real> Tape<T> {
                 expected: "rank 1 to 3",
             });
         }
-        let mut out = self.buffer(s.numel());
+        let mut out = self.buffer_overwritten(s.numel());
         softmax_rows(t.data(), s.cols(), &mut out);
         Ok(self.push(Op::Softmax, &[x], Tensor::raw(s, out)))
     }
