@@ -96,6 +96,9 @@ pub struct Estimate {
     pub probe_seconds: f64,
     /// The probe's peak allocation, bytes.
     pub probe_bytes: usize,
+    /// The part of the peak that does not grow with the rows, bytes, when a second
+    /// probe measured it (see [`probe_within`]); 0 otherwise.
+    pub fixed_bytes: usize,
 }
 
 impl Estimate {
@@ -104,11 +107,13 @@ impl Estimate {
         self.probe_seconds / self.fraction
     }
 
-    /// Predicted peak bytes of one full call: the probe's, scaled linearly by the rows
-    /// (every tensor of both layers, tape included, is `rows ×` a width that does not
-    /// change with the fraction).
+    /// Predicted peak bytes of one full call: the probe's growing part scaled
+    /// linearly by the rows, plus its fixed part (every tensor of both layers is
+    /// `rows ×` a width that does not change with the fraction, except buffers of a
+    /// fixed number of rows, like the adjoint pass's chunks).
     pub fn bytes(&self) -> f64 {
-        self.probe_bytes as f64 / self.fraction
+        let fixed = self.fixed_bytes.min(self.probe_bytes) as f64;
+        fixed + (self.probe_bytes as f64 - fixed) / self.fraction
     }
 
     /// Whether the probe ran the whole workload (so the estimate is a measurement).
@@ -134,6 +139,7 @@ pub fn probe(spec: &Spec, mode: Mode, max_rows: usize) -> Result<Estimate, Layer
         fraction,
         probe_seconds,
         probe_bytes: alloc::peak_since(base),
+        fixed_bytes: 0,
     })
 }
 
@@ -165,6 +171,29 @@ pub fn probe_within(spec: &Spec, mode: Mode, limits: &Limits) -> Result<Estimate
         }
         rows = next;
         est = probe(spec, mode, rows)?;
+    }
+    if !est.exact() {
+        // A second point at twice the rows (half when that would take too long)
+        // separates the fixed part of the memory from the part that grows with the
+        // rows: a straight line through both.
+        let twice = est.seconds() * (2.0 * est.fraction).min(1.0)
+            <= MAX_PROBE_SECONDS.min(limits.max_call_seconds);
+        let other = probe(spec, mode, if twice { 2 * rows } else { rows / 2 })?;
+        let (lo, hi) = if twice {
+            (&est, &other)
+        } else {
+            (&other, &est)
+        };
+        let df = hi.fraction - lo.fraction;
+        if df > 0.0 {
+            let slope = (hi.probe_bytes as f64 - lo.probe_bytes as f64) / df;
+            let fixed = hi.probe_bytes as f64 - slope.max(0.0) * hi.fraction;
+            let fixed_bytes = fixed.clamp(0.0, hi.probe_bytes as f64) as usize;
+            est = Estimate {
+                fixed_bytes,
+                ..hi.clone()
+            };
+        }
     }
     Ok(est)
 }
@@ -263,8 +292,15 @@ mod tests {
             fraction: 0.1,
             probe_seconds: 2.0,
             probe_bytes: 2 << 30,
+            fixed_bytes: 0,
         };
         assert!((est.bytes() - 20.0 * GIB).abs() < 1.0);
+        // 1 GiB of it fixed: 1 + 10 · 1 GiB.
+        let fixed = Estimate {
+            fixed_bytes: 1 << 30,
+            ..est.clone()
+        };
+        assert!((fixed.bytes() - 11.0 * GIB).abs() < 1.0);
         let roomy = Limits {
             max_bytes: 30.0 * GIB,
             max_call_seconds: 60.0,
