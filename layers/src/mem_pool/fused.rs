@@ -117,13 +117,25 @@ fn assign<T: Real>(w: &Weights<'_, T>, rows: &[T], s: &mut [T]) {
     // ‖k‖² of every key, once.
     let mut knorm = vec![T::ZERO; hk];
     sq_norms(w.keys, w.f, &mut knorm);
-    let mut sc = Scratch {
+    let scratch = || Scratch {
         d: vec![T::ZERO; BLOCK * hk],
         q: vec![T::ZERO; BLOCK * hk],
         xnorm: vec![T::ZERO; BLOCK],
         qsum: vec![T::ZERO; BLOCK * w.h],
         z: vec![T::ZERO; BLOCK * w.k],
     };
+    // Blocks are independent (each writes its own rows of `S`), so with the `rayon`
+    // feature they run in parallel, one scratch per worker; every row gets the same
+    // operations whatever the number of threads.
+    #[cfg(feature = "rayon")]
+    if rayon::current_num_threads() > 1 && rows.len() >= 4 * BLOCK * w.f {
+        use rayon::prelude::*;
+        rows.par_chunks(BLOCK * w.f)
+            .zip(s.par_chunks_mut(BLOCK * w.k))
+            .for_each_init(scratch, |sc, (xb, sb)| assign_block(w, &knorm, xb, sb, sc));
+        return;
+    }
+    let mut sc = scratch();
     for (xb, sb) in rows.chunks(BLOCK * w.f).zip(s.chunks_mut(BLOCK * w.k)) {
         assign_block(w, &knorm, xb, sb, &mut sc);
     }
@@ -213,19 +225,30 @@ fn assign_block<T: Real>(
 fn pool<T: Real>(w: &Weights<'_, T>, rows: &[T], s: &[T], plan: &Plan) -> Vec<T> {
     let (k, f) = (w.k, w.f);
     let mut sx = vec![T::ZERO; plan.batch_size * k * f];
-    for (g, out) in sx.chunks_exact_mut(k * f).enumerate() {
+    let one = |(g, out): (usize, &mut [T])| {
         let (lo, hi) = (plan.ptr[g], plan.ptr[g + 1]);
-        if lo == hi {
-            continue;
+        if lo < hi {
+            gemm(
+                &GemmShape::with_trans(k, f, hi - lo, true, false),
+                T::ONE,
+                &s[lo * k..hi * k],
+                &rows[lo * f..hi * f],
+                T::ZERO,
+                out,
+            );
         }
-        gemm(
-            &GemmShape::with_trans(k, f, hi - lo, true, false),
-            T::ONE,
-            &s[lo * k..hi * k],
-            &rows[lo * f..hi * f],
-            T::ZERO,
-            out,
-        );
+    };
+    // One graph per task with the `rayon` feature (graphs write disjoint blocks),
+    // when the products are worth a hand-over between threads.
+    #[cfg(feature = "rayon")]
+    if rayon::current_num_threads() > 1
+        && plan.batch_size > 1
+        && (2 * k * f * (rows.len() / f.max(1))) as u64 >= readout_kernels::gemm::PARALLEL_MIN_FLOPS
+    {
+        use rayon::prelude::*;
+        sx.par_chunks_exact_mut(k * f).enumerate().for_each(one);
+        return sx;
     }
+    sx.chunks_exact_mut(k * f).enumerate().for_each(one);
     sx
 }
