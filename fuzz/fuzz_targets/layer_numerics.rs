@@ -3,8 +3,9 @@
 //! - the `f32` results agree with the `f64` results relative to the result's scale,
 //!   `|a − b| ≤ tol·(1 + max|b|)`: outputs, `S` and `kl_loss` with `tol` = [`TOL`],
 //!   every gradient with `tol` = [`TOL_GRAD`];
-//! - the inference path equals the training path's forward (MemPooling: bit for bit;
-//!   EquilibriumAggregation's fused eager engine: within [`TOL`]);
+//! - the inference path equals the training path's forward within [`TOL`] (both
+//!   layers' inference runs a fused engine whose sums are grouped differently from
+//!   the tape's);
 //! - `ptr` equals the equivalent sorted `index` (EquilibriumAggregation, bit for bit);
 //!   for MemPooling, `[N, F]` + `batch` equals the `to_dense_batch`-padded `[B, N, F]`
 //!   + `mask`, and the ragged path equals the dense path (within [`TOL`]).
@@ -273,10 +274,11 @@ fn mem_pool(d: &mut Draw) {
         close_tol(&format!("mp grad {i} f32 vs f64"), a, b, TOL_GRAD);
     }
 
-    // Inference = the training forward, bit for bit.
+    // Inference = the training forward, up to rounding: on the ragged path it is a
+    // fused engine (distances through one GEMM against all keys, blocks of rows).
     let (io, is) = pool.forward(&x, args).unwrap();
-    assert_eq!(bits64(&to64(io.data())), bits64(&o32), "mp inference out");
-    assert_eq!(bits64(&to64(is.data())), bits64(&s32), "mp inference S");
+    close("mp inference out", io.data(), &o32);
+    close("mp inference S", is.data(), &s32);
 
     // The other path.
     let other = args.path(match path {
