@@ -13,9 +13,10 @@
 //!   (+ `Σ S·R₂ + kl_loss(S)` for MemPooling), backward, and accumulate into every
 //!   parameter's gradient.
 
-use readout_core::{Tape, Tensor};
+use readout_core::{Tape, Tensor, Var};
 use readout_layers::{
-    EquilibriumAggregation, InnerGrad, LayerError, MemPooling, PoolArgs, Segments,
+    Bound, EquilibriumAggregation, InnerGrad, LayerError, MemPooling, Parameters, PoolArgs,
+    Segments,
 };
 
 use crate::flops::{self, Flops};
@@ -219,11 +220,7 @@ impl Prepared {
                 },
                 Mode::Train,
             ) => {
-                layer.parameters_mut().zero_grad();
-                tape.clear();
-                crate::alloc::count_reused(tape.stats().bytes());
-                let bound = layer.parameters().bind(tape, true);
-                let xv = tape.constant(x.clone());
+                let (bound, xv) = start_step(layer.parameters_mut(), tape, x);
                 let y = layer.forward_on(
                     tape,
                     &bound,
@@ -260,11 +257,7 @@ impl Prepared {
                 },
                 Mode::Train,
             ) => {
-                layer.parameters_mut().zero_grad();
-                tape.clear();
-                crate::alloc::count_reused(tape.stats().bytes());
-                let bound = layer.parameters().bind(tape, true);
-                let xv = tape.constant(x.clone());
+                let (bound, xv) = start_step(layer.parameters_mut(), tape, x);
                 let mut pooled =
                     layer.forward_on(tape, &bound, xv, PoolArgs::new().batch(batch))?;
                 let out = pooled.out();
@@ -299,4 +292,15 @@ impl Prepared {
             })
             .collect()
     }
+}
+
+/// The start of a `train` call: zeroes the gradients, clears the reused tape
+/// (counting the buffers it keeps as this call's memory), binds the parameters and
+/// puts `x` on the tape.
+fn start_step(params: &mut Parameters, tape: &mut Tape<f32>, x: &Tensor<f32>) -> (Bound, Var) {
+    params.zero_grad();
+    tape.clear();
+    crate::alloc::count_reused(tape.stats().bytes());
+    let bound = params.bind(tape, true);
+    (bound, tape.constant(x.clone()))
 }
