@@ -1,9 +1,17 @@
 //! PyTorch Geometric's `EquilibriumAggregation` and `MemPooling`, on readout's tape.
 //!
 //! Same constructor arguments, parameter names (`state_dict` keys), initialisation and
-//! numbers as PyG 2.8.1; weights load from and save to PyG's safetensors files (`std`
-//! feature: [`StateDict`], [`save_state_dict`], [`save_params`]), and the PyG reference
-//! cases are read by [`Case`] (`std` feature).
+//! numbers as PyG 2.8.1; weights load from and save to PyG's safetensors files
+//! ([`StateDict`], [`save_state_dict`], [`save_params`]), and the PyG reference cases
+//! are read by [`Case`] (`std` feature).
+//!
+//! Without the default `std` feature the crate is `no_std` + `alloc` (bare-metal
+//! targets such as `thumbv7em-none-eabihf`): both layers' forwards, training on the
+//! tape, and PyG weights in and out as bytes ([`StateDict::from_bytes`]) all work.
+//! `std` adds what needs an operating system: reading and writing files
+//! (`from_file`, `load_state_dict_file`, `save_*_to_file`), the PyG reference cases
+//! and parity reports, the `Error` trait impl, the kept inference workspace (a mutex),
+//! and `rayon` (its own feature).
 //!
 //! ```
 //! use readout_layers::{EquilibriumAggregation, Segments};
@@ -32,6 +40,7 @@ pub mod optim;
 pub mod param;
 pub mod raw;
 pub mod segments;
+pub mod state_dict;
 
 #[cfg(feature = "std")]
 pub mod case;
@@ -39,8 +48,6 @@ pub mod case;
 pub mod json;
 #[cfg(feature = "std")]
 pub mod parity;
-#[cfg(feature = "std")]
-pub mod state_dict;
 
 pub use equilibrium::{EquilibriumAggregation, InnerGrad};
 pub use error::LayerError;
@@ -55,8 +62,6 @@ pub use case::{
     Case, CaseArgs, CaseMask, EquilibriumArgs, ForwardArgs, LayerKind, MemPoolingArgs, Worst,
     load_cases, relative_error, worst_error,
 };
+pub use state_dict::{ParamView, StateDict, save_params, save_state_dict};
 #[cfg(feature = "std")]
-pub use state_dict::{
-    ParamView, StateDict, save_params, save_params_to_file, save_state_dict,
-    save_state_dict_to_file,
-};
+pub use state_dict::{save_params_to_file, save_state_dict_to_file};

@@ -6,7 +6,6 @@ use alloc::vec::Vec;
 use readout_core::{Gradients, Real, Tape, Tensor, Var};
 
 use crate::error::LayerError;
-#[cfg(feature = "std")]
 use crate::state_dict::{ParamView, StateDict, save_params};
 
 /// A named, trainable tensor and its accumulated gradient. Names are PyG's
@@ -204,14 +203,13 @@ impl Parameters {
     }
 }
 
-/// PyG weights in and out, for any layer (`std` feature).
+/// PyG weights in and out, for any layer (as bytes; no `std` needed).
 ///
 /// A layer's parameters are kept under PyG's `state_dict` keys, so loading and saving
 /// only needs, for each parameter, the shape PyG stores it with. That is the
 /// parameter's own shape except where readout keeps a lower-rank view of a PyG tensor
 /// (`MemPooling`'s `conv.weight`: `[1, H, 1, 1]` in PyG, `[H]` here); the `*_shaped`
 /// variants take that mapping as a function.
-#[cfg(feature = "std")]
 impl Parameters {
     /// Replaces every parameter's value by the tensor of the same key in `state_dict`,
     /// which must hold exactly these keys with these shapes — PyG's

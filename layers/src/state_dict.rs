@@ -5,7 +5,8 @@
 //! A file written by [`save_state_dict`] loads in PyG with
 //! `model.load_state_dict(safetensors.torch.load_file(path))`, and a file saved from PyG with
 //! `safetensors.torch.save_file(model.state_dict(), path)` loads here with
-//! [`StateDict::from_file`]. Values are stored as little-endian `F32`; `F64` files are
+//! [`StateDict::from_file`] (`std` feature), or from bytes with [`StateDict::from_bytes`]
+//! (no `std` needed: e.g. weights built into firmware with `include_bytes!`). Values are stored as little-endian `F32`; `F64` files are
 //! accepted and rounded to `f32`; every other element type is refused with a typed error
 //! naming the tensor. Non-finite values are refused on both load and save, so a
 //! checkpoint that saves always loads back.
@@ -16,6 +17,7 @@ use alloc::borrow::Cow;
 use alloc::collections::BTreeMap;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
+#[cfg(feature = "std")]
 use std::path::Path;
 
 use safetensors::tensor::{Dtype, SafeTensors, TensorView, View};
@@ -35,6 +37,7 @@ pub(crate) fn parse<'a>(bytes: &'a [u8], source: &str) -> Result<SafeTensors<'a>
     })
 }
 
+#[cfg(feature = "std")]
 /// Reads a whole file, mapping the I/O error to [`LayerError::Io`].
 pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, LayerError> {
     std::fs::read(path).map_err(|e| LayerError::Io {
@@ -43,6 +46,7 @@ pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, LayerError> {
     })
 }
 
+#[cfg(feature = "std")]
 /// Writes a whole file, mapping the I/O error to [`LayerError::Io`].
 fn write_file(path: &Path, bytes: &[u8]) -> Result<(), LayerError> {
     std::fs::write(path, bytes).map_err(|e| LayerError::Io {
@@ -113,6 +117,7 @@ fn non_finite(name: &str, position: usize, value: f64) -> LayerError {
     }
 }
 
+#[cfg(feature = "std")]
 /// Decodes an `F64` tensor (only `F64`), refusing non-finite values.
 pub(crate) fn decode_f64(name: &str, view: &TensorView<'_>) -> Result<RawTensor<f64>, LayerError> {
     if view.dtype() != Dtype::F64 {
@@ -128,6 +133,7 @@ pub(crate) fn decode_f64(name: &str, view: &TensorView<'_>) -> Result<RawTensor<
     RawTensor::new(name, view.shape().to_vec(), data)
 }
 
+#[cfg(feature = "std")]
 /// Decodes an `F32` tensor (only `F32`), refusing non-finite values.
 pub(crate) fn decode_f32_only(
     name: &str,
@@ -139,6 +145,7 @@ pub(crate) fn decode_f32_only(
     decode_f32(name, view)
 }
 
+#[cfg(feature = "std")]
 /// Decodes an `I64` tensor.
 pub(crate) fn decode_i64(name: &str, view: &TensorView<'_>) -> Result<RawTensor<i64>, LayerError> {
     if view.dtype() != Dtype::I64 {
@@ -156,6 +163,7 @@ pub(crate) fn decode_i64(name: &str, view: &TensorView<'_>) -> Result<RawTensor<
     RawTensor::new(name, view.shape().to_vec(), data)
 }
 
+#[cfg(feature = "std")]
 /// Decodes a `BOOL` tensor; every byte must be 0 or 1.
 pub(crate) fn decode_bool(
     name: &str,
@@ -211,11 +219,12 @@ impl StateDict {
         Self::from_bytes_named(bytes, BYTES)
     }
 
-    /// Reads every tensor of a safetensors file.
+    /// Reads every tensor of a safetensors file (`std` feature).
     ///
     /// # Errors
     /// [`LayerError::Io`] when the file cannot be read, then as
     /// [`from_bytes`](Self::from_bytes).
+    #[cfg(feature = "std")]
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, LayerError> {
         let path = path.as_ref();
         let bytes = read_file(path)?;
@@ -506,6 +515,7 @@ pub fn save_state_dict<S: AsRef<str>>(
     save_params(&views)
 }
 
+#[cfg(feature = "std")]
 /// [`save_params`] into a file.
 ///
 /// # Errors
@@ -517,6 +527,7 @@ pub fn save_params_to_file(
     write_file(path.as_ref(), &save_params(params)?)
 }
 
+#[cfg(feature = "std")]
 /// [`save_state_dict`] into a file.
 ///
 /// # Errors

@@ -54,7 +54,6 @@ use crate::init;
 use crate::limits;
 use crate::param::{Bound, Parameter, Parameters};
 use crate::segments::{Layout, Segments};
-#[cfg(feature = "std")]
 use crate::state_dict::StateDict;
 #[cfg(feature = "std")]
 use alloc::string::ToString;
@@ -468,7 +467,7 @@ impl EquilibriumAggregation {
     }
 }
 
-/// PyG weights in and out (`std` feature).
+/// PyG weights in and out (files need the `std` feature; bytes do not).
 ///
 /// In PyG, save with `safetensors.torch.save_file(model.state_dict(), "w.safetensors")`
 /// and load ours with `model.load_state_dict(safetensors.torch.load_file("w.safetensors"))`.
@@ -485,7 +484,6 @@ impl EquilibriumAggregation {
 /// # Ok(())
 /// # }
 /// ```
-#[cfg(feature = "std")]
 impl EquilibriumAggregation {
     /// Replaces every parameter by the tensor of the same PyG `state_dict` key, as
     /// PyG's `load_state_dict` (strict) does. The layer's configuration (channels,
@@ -512,6 +510,19 @@ impl EquilibriumAggregation {
         Ok(self)
     }
 
+    /// The parameters as a safetensors buffer in PyG's `state_dict` form (keys, shapes,
+    /// `F32`), loadable by `model.load_state_dict(safetensors.torch.load(bytes))`.
+    ///
+    /// # Errors
+    /// [`LayerError::NonFinite`] naming a parameter that holds a NaN or an infinity.
+    pub fn state_dict_bytes(&self) -> Result<Vec<u8>, LayerError> {
+        self.params.to_bytes()
+    }
+}
+
+/// PyG weights from and to files (`std` feature).
+#[cfg(feature = "std")]
+impl EquilibriumAggregation {
     /// Loads a safetensors file saved by PyG's
     /// `safetensors.torch.save_file(model.state_dict(), path)`.
     ///
@@ -522,15 +533,6 @@ impl EquilibriumAggregation {
     /// [`load_state_dict`](Self::load_state_dict). Each names the tensor at fault.
     pub fn load_state_dict_file(&mut self, path: impl AsRef<Path>) -> Result<(), LayerError> {
         self.load_state_dict(StateDict::from_file(path)?)
-    }
-
-    /// The parameters as a safetensors buffer in PyG's `state_dict` form (keys, shapes,
-    /// `F32`), loadable by `model.load_state_dict(safetensors.torch.load(bytes))`.
-    ///
-    /// # Errors
-    /// [`LayerError::NonFinite`] naming a parameter that holds a NaN or an infinity.
-    pub fn state_dict_bytes(&self) -> Result<Vec<u8>, LayerError> {
-        self.params.to_bytes()
     }
 
     /// Writes [`state_dict_bytes`](Self::state_dict_bytes) to a file, loadable by

@@ -39,7 +39,8 @@ impl<T: Real> Workspace<T> {
         }
     }
 
-    /// Bytes held by the kept buffers.
+    /// Bytes held by the kept buffers (only a `std` [`Cache`] keeps a workspace).
+    #[cfg(feature = "std")]
     pub(crate) fn bytes(&self) -> usize {
         self.free.iter().map(|v| v.capacity()).sum::<usize>() * core::mem::size_of::<T>()
     }

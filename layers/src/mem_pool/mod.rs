@@ -65,9 +65,7 @@ use crate::error::LayerError;
 use crate::init;
 use crate::limits;
 use crate::param::{Bound, Parameter, Parameters};
-#[cfg(feature = "std")]
 use crate::state_dict::StateDict;
-#[cfg(feature = "std")]
 use alloc::string::{String, ToString};
 use plan::{Plan, Widths};
 #[cfg(feature = "std")]
@@ -884,7 +882,7 @@ impl MemPooling {
     }
 }
 
-/// PyG weights in and out (`std` feature).
+/// PyG weights in and out (files need the `std` feature; bytes do not).
 ///
 /// In PyG, save with `safetensors.torch.save_file(model.state_dict(), "mp.safetensors")`
 /// and load ours with `model.load_state_dict(safetensors.torch.load_file("mp.safetensors"))`.
@@ -903,7 +901,6 @@ impl MemPooling {
 /// # Ok(())
 /// # }
 /// ```
-#[cfg(feature = "std")]
 impl MemPooling {
     /// Each parameter's shape in PyG's `state_dict`.
     fn pyg_shape_of(&self, p: &Parameter) -> Vec<usize> {
@@ -943,6 +940,19 @@ impl MemPooling {
         Ok(self)
     }
 
+    /// The parameters as a safetensors buffer in PyG's `state_dict` form (keys, PyG's
+    /// shapes, `F32`).
+    ///
+    /// # Errors
+    /// [`LayerError::NonFinite`] naming a parameter that holds a NaN or an infinity.
+    pub fn state_dict_bytes(&self) -> Result<Vec<u8>, LayerError> {
+        self.params.to_bytes_shaped(|p| self.pyg_shape_of(p))
+    }
+}
+
+/// PyG weights from and to files (`std` feature).
+#[cfg(feature = "std")]
+impl MemPooling {
     /// Loads a safetensors file saved by PyG's
     /// `safetensors.torch.save_file(model.state_dict(), path)`.
     ///
@@ -952,15 +962,6 @@ impl MemPooling {
     /// as [`load_state_dict`](Self::load_state_dict).
     pub fn load_state_dict_file(&mut self, path: impl AsRef<Path>) -> Result<(), LayerError> {
         self.load_state_dict(StateDict::from_file(path)?)
-    }
-
-    /// The parameters as a safetensors buffer in PyG's `state_dict` form (keys, PyG's
-    /// shapes, `F32`).
-    ///
-    /// # Errors
-    /// [`LayerError::NonFinite`] naming a parameter that holds a NaN or an infinity.
-    pub fn state_dict_bytes(&self) -> Result<Vec<u8>, LayerError> {
-        self.params.to_bytes_shaped(|p| self.pyg_shape_of(p))
     }
 
     /// Writes [`state_dict_bytes`](Self::state_dict_bytes) to a file, loadable by
