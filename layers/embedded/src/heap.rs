@@ -11,10 +11,12 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 
 use embedded_alloc::LlffHeap;
 
-/// Bytes of the heap buffer: sized for the model the firmware is built with (the
-/// high-water marks are in README.md), with a margin.
+/// Bytes of the heap buffer: the high-water mark of the model the firmware is built
+/// with (README.md) and a margin for the allocator's bookkeeping and fragmentation.
 pub const CAPACITY: usize = if cfg!(feature = "eq-large") {
-    1536 * 1024
+    3 * 1024 * 1024
+} else if cfg!(feature = "eq-medium") {
+    320 * 1024
 } else {
     64 * 1024
 };
@@ -26,13 +28,18 @@ static HEAP: Counted = Counted {
     heap: LlffHeap::empty(),
     in_use: AtomicUsize::new(0),
     peak: AtomicUsize::new(0),
+    high_water: AtomicUsize::new(0),
 };
 
 /// An allocator that counts the bytes in use and their peak.
 struct Counted {
     heap: LlffHeap,
+    /// Bytes allocated and not yet freed.
     in_use: AtomicUsize,
+    /// The peak of `in_use` since the last [`measure`] began.
     peak: AtomicUsize,
+    /// The peak of `in_use` over the whole run.
+    high_water: AtomicUsize,
 }
 
 // SAFETY: every method forwards to `LlffHeap`'s own `GlobalAlloc` implementation with
@@ -44,6 +51,7 @@ unsafe impl GlobalAlloc for Counted {
         if !ptr.is_null() {
             let now = self.in_use.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
             self.peak.fetch_max(now, Ordering::Relaxed);
+            self.high_water.fetch_max(now, Ordering::Relaxed);
         }
         ptr
     }
@@ -71,4 +79,9 @@ pub fn measure<R>(f: impl FnOnce() -> R) -> (R, usize, usize) {
     let peak = HEAP.peak.load(Ordering::Relaxed);
     let after = HEAP.in_use.load(Ordering::Relaxed);
     (result, peak - before, after.saturating_sub(before))
+}
+
+/// The most bytes in use at once since [`init`].
+pub fn high_water() -> usize {
+    HEAP.high_water.load(Ordering::Relaxed)
 }

@@ -4,6 +4,7 @@
 //! compares the outputs with PyG's. It prints each output's worst error and the heap's
 //! high-water mark over semihosting, and exits with a failure status when an error is
 //! above [`TOLERANCE`], when a layer returns an error, or on a panic or a fault.
+//! The stack's high-water mark is printed too.
 //!
 //! The cases come from `layers/tests/data` (chosen and split by `build.rs`).
 #![no_std]
@@ -13,6 +14,7 @@ extern crate alloc;
 
 mod fixture;
 mod heap;
+mod stack;
 
 use alloc::vec::Vec;
 use core::fmt;
@@ -67,6 +69,12 @@ fn main() -> ! {
             }
         }
     }
+    hprintln!(
+        "memory: heap high-water {} B of {} B, stack high-water {} B",
+        heap::high_water(),
+        heap::CAPACITY,
+        stack::high_water()
+    );
     let pass = !failed && worst <= TOLERANCE;
     hprintln!(
         "worst error {worst:.3e} (tolerance {TOLERANCE:.0e}): {}",
