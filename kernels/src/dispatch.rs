@@ -87,7 +87,7 @@ impl Path {
     pub fn is_available(self) -> bool {
         match self {
             Path::Scalar | Path::Portable => true,
-            Path::Avx2 => avx2::token().is_some(),
+            Path::Avx2 => avx2::Token::detect().is_some(),
         }
     }
 
@@ -204,10 +204,16 @@ pub(crate) fn run<K: Kernel>(path: Path, args: K::Args<'_, f32>) -> K::Output {
         Path::Scalar => K::reference(args),
         Path::Portable => K::run(Portable, args),
         Path::Avx2 => {
-            let Some(token) = avx2::token() else {
+            let Some(token) = avx2::Token::detect() else {
                 panic!("{}", PathUnavailable(Path::Avx2));
             };
-            avx2::run::<K>(token, args)
+            // SAFETY: `avx2::run` is compiled for AVX2 and FMA, so it may only run on
+            // a CPU that has both. `token` proves this one does: an `Avx2` token can
+            // only be created by `Avx2::detect`, which returns it only after checking
+            // that the running CPU has AVX2 and FMA (or, without `std`, that the build
+            // targets them). Nothing else is required: the arguments are ordinary
+            // safe values, and the body is safe code.
+            unsafe { avx2::run::<K>(token, args) }
         }
     }
 }
@@ -218,26 +224,12 @@ mod avx2 {
     use super::Kernel;
     pub(super) use crate::simd::avx2::Avx2 as Token;
 
-    /// The token if this CPU has AVX2 and FMA.
-    #[inline]
-    pub(super) fn token() -> Option<Token> {
-        Token::detect()
-    }
-
-    /// Runs `K`'s body compiled for AVX2 + FMA.
-    #[inline]
-    pub(super) fn run<K: Kernel>(token: Token, args: K::Args<'_, f32>) -> K::Output {
-        // SAFETY: `with_avx2_fma` is compiled for AVX2 and FMA, so it may only run on
-        // a CPU that has both. `token` is an `Avx2` value, and `Avx2::detect` is the
-        // only way to create one: it returns `Some` only after checking that the
-        // running CPU has AVX2 and FMA (or, without `std`, that the build targets
-        // them). Nothing else is required: the arguments are ordinary safe values.
-        unsafe { with_avx2_fma::<K>(token, args) }
-    }
-
     /// The trampoline: `K::run` and everything it inlines become AVX2 + FMA code.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2 and FMA (which `token` proves).
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn with_avx2_fma<K: Kernel>(token: Token, args: K::Args<'_, f32>) -> K::Output {
+    pub(super) unsafe fn run<K: Kernel>(token: Token, args: K::Args<'_, f32>) -> K::Output {
         K::run(token, args)
     }
 }
@@ -250,14 +242,18 @@ mod avx2 {
     /// Stands for the AVX2 token; no value of it exists.
     pub(super) enum Token {}
 
-    /// Always `None`.
-    #[inline]
-    pub(super) fn token() -> Option<Token> {
-        None
+    impl Token {
+        /// Always `None`.
+        pub(super) fn detect() -> Option<Token> {
+            None
+        }
     }
 
     /// Unreachable: there is no token.
-    pub(super) fn run<K: Kernel>(token: Token, _args: K::Args<'_, f32>) -> K::Output {
+    ///
+    /// # Safety
+    /// None needed; `unsafe` only to match the x86-64 signature.
+    pub(super) unsafe fn run<K: Kernel>(token: Token, _args: K::Args<'_, f32>) -> K::Output {
         match token {}
     }
 }
