@@ -145,14 +145,8 @@ impl Kernel for BinaryKernel {
 
     /// One value at a time.
     fn reference<T: Real>(call: BinaryArgs<'_, T>) {
-        let BinaryArgs {
-            op,
-            a,
-            b,
-            bcast,
-            cols,
-            out,
-        } = call;
+        let (op, a, b, out) = (call.op, call.a, call.b, call.out);
+        let (bcast, cols) = (call.bcast, call.cols);
         match bcast {
             Broadcast::Same => {
                 for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
@@ -187,14 +181,8 @@ impl Kernel for BinaryKernel {
     /// 8 lanes at a time; a broadcast scalar (`Scalar`, `Col`) is splatted once.
     #[inline(always)]
     fn run<S: Simd>(s: S, call: BinaryArgs<'_, f32>) {
-        let BinaryArgs {
-            op,
-            a,
-            b,
-            bcast,
-            cols,
-            out,
-        } = call;
+        let (op, a, b, out) = (call.op, call.a, call.b, call.out);
+        let (bcast, cols) = (call.bcast, call.cols);
         match bcast {
             Broadcast::Same => zip_map(s, op, a, b, out),
             Broadcast::Scalar => scalar_map(s, op, a, b[0], out),
@@ -240,38 +228,26 @@ fn apply<S: Simd>(s: S, op: Binary, x: S::V, y: S::V) -> S::V {
     }
 }
 
-/// `out = a ∘ y` with one scalar `y`.
+/// `out = a ∘ y` with one scalar `y`: one loop per operation, so that the choice is
+/// made once, outside the loop.
 #[inline(always)]
 fn scalar_map<S: Simd>(s: S, op: Binary, a: &[f32], y: f32, out: &mut [f32]) {
     let y = s.splat(y);
+    macro_rules! map_by {
+        ($method:ident) => {
+            map(
+                s,
+                a,
+                out,
+                #[inline(always)]
+                |x| s.$method(x, y),
+            )
+        };
+    }
     match op {
-        Binary::Add => map(
-            s,
-            a,
-            out,
-            #[inline(always)]
-            |x| s.add(x, y),
-        ),
-        Binary::Sub => map(
-            s,
-            a,
-            out,
-            #[inline(always)]
-            |x| s.sub(x, y),
-        ),
-        Binary::Mul => map(
-            s,
-            a,
-            out,
-            #[inline(always)]
-            |x| s.mul(x, y),
-        ),
-        Binary::Div => map(
-            s,
-            a,
-            out,
-            #[inline(always)]
-            |x| s.div(x, y),
-        ),
+        Binary::Add => map_by!(add),
+        Binary::Sub => map_by!(sub),
+        Binary::Mul => map_by!(mul),
+        Binary::Div => map_by!(div),
     }
 }

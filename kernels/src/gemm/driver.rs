@@ -34,14 +34,8 @@ pub(super) const PACK_CAP: usize = 16 * 1024;
 /// `C = alpha·op(A)·op(B) + beta·C` on one thread. Slices already checked.
 #[inline(always)]
 pub(super) fn gemm<S: Simd>(s: S, call: GemmArgs<'_, f32>) {
-    let GemmArgs {
-        shape: sh,
-        alpha,
-        a,
-        b,
-        beta,
-        c,
-    } = call;
+    let (sh, alpha, beta) = (call.shape, call.alpha, call.beta);
+    let (a, b, c) = (call.a, call.b, call.c);
     let (m, n, k) = (sh.m, sh.n, sh.k);
     if m == 0 || n == 0 {
         return;

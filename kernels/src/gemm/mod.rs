@@ -152,15 +152,7 @@ fn min_len(rows: usize, cols: usize, ld: usize) -> usize {
 /// If a slice is shorter than the shape needs or a leading dimension is smaller than
 /// its row length: these are caller bugs, the core validates user shapes first.
 pub fn gemm<T: Real>(shape: &GemmShape, alpha: T, a: &[T], b: &[T], beta: T, c: &mut [T]) {
-    shape.check(a.len(), b.len(), c.len());
-    let call = GemmArgs {
-        shape,
-        alpha,
-        a,
-        b,
-        beta,
-        c,
-    };
+    let call = GemmArgs::new(shape, alpha, a, b, beta, c);
     call.for_each_row_block(|block| T::run_kernel::<GemmKernel>(block));
 }
 
@@ -178,15 +170,7 @@ pub fn gemm_with(
     beta: f32,
     c: &mut [f32],
 ) {
-    shape.check(a.len(), b.len(), c.len());
-    let call = GemmArgs {
-        shape,
-        alpha,
-        a,
-        b,
-        beta,
-        c,
-    };
+    let call = GemmArgs::new(shape, alpha, a, b, beta, c);
     call.for_each_row_block(|block| dispatch::run::<GemmKernel>(path, block));
 }
 
@@ -205,7 +189,27 @@ pub(crate) struct GemmArgs<'a, T> {
     c: &'a mut [T],
 }
 
-impl<T: Real> GemmArgs<'_, T> {
+impl<'a, T: Real> GemmArgs<'a, T> {
+    /// Checks the slices against the shape.
+    fn new(
+        shape: &'a GemmShape,
+        alpha: T,
+        a: &'a [T],
+        b: &'a [T],
+        beta: T,
+        c: &'a mut [T],
+    ) -> Self {
+        shape.check(a.len(), b.len(), c.len());
+        GemmArgs {
+            shape,
+            alpha,
+            a,
+            b,
+            beta,
+            c,
+        }
+    }
+
     /// Runs `f` on the whole call, or, with the `rayon` feature and a call of at
     /// least [`PARALLEL_MIN_FLOPS`], on one block of rows of `C` per thread of the
     /// current pool (a multiple of the micro-kernel's rows each), in parallel.
@@ -235,14 +239,8 @@ impl<T: Real> GemmArgs<'_, T> {
                         } else {
                             &a[i0 * sh.lda..]
                         };
-                        f(GemmArgs {
-                            shape,
-                            alpha,
-                            a,
-                            b,
-                            beta,
-                            c,
-                        });
+                        // Checked again: a block is a valid call of its own.
+                        f(GemmArgs::new(shape, alpha, a, b, beta, c));
                     });
                 return;
             }
@@ -260,14 +258,8 @@ impl Kernel for GemmKernel {
 
     /// Plain loops: the definition every fast path is tested against.
     fn reference<T: Real>(call: GemmArgs<'_, T>) {
-        let GemmArgs {
-            shape: s,
-            alpha,
-            a,
-            b,
-            beta,
-            c,
-        } = call;
+        let (s, alpha, beta) = (call.shape, call.alpha, call.beta);
+        let (a, b, c) = (call.a, call.b, call.c);
         if s.n == 0 {
             // C may be empty while m > 0: there is no row to slice.
             return;

@@ -110,15 +110,8 @@ impl Kernel for LayerNormKernel {
 
     /// Two passes per row (mean, then centred sum of squares).
     fn reference<T: Real>(call: LayerNormArgs<'_, T>) {
-        let LayerNormArgs {
-            x,
-            cols,
-            eps,
-            affine,
-            out,
-            mean,
-            rstd,
-        } = call;
+        let (x, cols, eps, affine) = (call.x, call.cols, call.eps, call.affine);
+        let (out, mean, rstd) = (call.out, call.mean, call.rstd);
         let n = T::from_usize(cols);
         for (r, (xrow, orow)) in x
             .chunks_exact(cols)
@@ -156,15 +149,8 @@ impl Kernel for LayerNormKernel {
     /// The reference's two passes, vectorised.
     #[inline(always)]
     fn run<S: Simd>(s: S, call: LayerNormArgs<'_, f32>) {
-        let LayerNormArgs {
-            x,
-            cols,
-            eps,
-            affine,
-            out,
-            mean,
-            rstd,
-        } = call;
+        let (x, cols, eps, affine) = (call.x, call.cols, call.eps, call.affine);
+        let (out, mean, rstd) = (call.out, call.mean, call.rstd);
         let n = cols as f32;
         for (r, (xr, or)) in x
             .chunks_exact(cols)
