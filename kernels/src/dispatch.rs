@@ -13,14 +13,16 @@
 //! - [`Kernel::run`]: the `f32` body, written once, generic over the 8-lane vector
 //!   trait `Simd` (`crate::simd`). It is compiled once per instruction set.
 //!
-//! Its public functions are one line each: the generic one (`softmax_rows::<T>`)
-//! checks the lengths and calls [`Real::run_kernel`], which is the reference for
-//! `f64` and [`run`] on the [`active`] path for `f32`; the `*_with` one
-//! (`softmax_rows_with`) calls [`run`] on a path the caller names (tests, benchmarks).
+//! It has two public functions. The generic one (`softmax_rows::<T>`) checks the
+//! lengths (in the arguments' constructor) and calls [`Real::run_kernel`], which is
+//! the reference for `f64` and `run` on the [`active`] path for `f32`. The `*_with`
+//! one (`softmax_rows_with`) calls `run` on a path the caller names (tests,
+//! benchmarks). So a call takes four steps: public function → `Real::run_kernel` →
+//! `run` (one `match` on the path) → the kernel's body.
 //!
 //! # How it is dispatched
 //!
-//! [`run`] matches on the [`Path`] once per call and hands the arguments to
+//! `run` matches on the [`Path`] once per call and hands the arguments to
 //! `K::reference`, to `K::run` with the `wide` token, or to `K::run` with the AVX2
 //! token inside a function compiled with `#[target_feature(enable = "avx2,fma")]`.
 //! There is one such function for all kernels (generic over `K`), so every kernel's
@@ -49,7 +51,7 @@
 //! # Why the `unsafe` is sound
 //!
 //! Calling a `#[target_feature]` function is `unsafe`: on a CPU without those
-//! features it would execute illegal instructions. [`run`] makes that call in one
+//! features it would execute illegal instructions. `run` makes that call in one
 //! place, and only with an `Avx2` token in hand; the token can only be created by
 //! `Avx2::detect`, which returns it only when the running CPU has AVX2 and FMA. The
 //! same token is what makes the AVX2 `Simd` methods sound (`simd/avx2.rs`).
@@ -189,7 +191,7 @@ pub trait Kernel {
     fn reference<T: Real>(args: Self::Args<'_, T>) -> Self::Output;
 
     /// The `f32` body on the instruction set `s`. Must be `#[inline(always)]`, as must
-    /// everything it calls, so that it is compiled inside [`run`]'s
+    /// everything it calls, so that it is compiled inside `run`'s
     /// `#[target_feature]` function.
     fn run<S: Simd>(s: S, args: Self::Args<'_, f32>) -> Self::Output;
 }

@@ -1,6 +1,6 @@
 //! General matrix multiply: `C = alpha·op(A)·op(B) + beta·C`, row-major.
 //!
-//! The kernel is [`GemmKernel`]: for `f32` the dispatched SIMD path
+//! The kernel is `GemmKernel`: for `f32` the dispatched SIMD path
 //! ([`crate::dispatch`]) runs a packed, register-blocked loop nest (`driver` →
 //! `pack` → `microkernel`); the scalar reference is plain loops (and all of `f64`).
 //! With the `rayon` feature, calls of at least [`PARALLEL_MIN_FLOPS`] are split into
