@@ -60,7 +60,8 @@
 //!
 //! Write one file: an arguments struct, `impl Kernel` (the reference and the `Simd`
 //! body, everything under it `#[inline(always)]`), and the two public functions. No
-//! other file changes, apart from the `mod` line.
+//! other file changes, apart from its `mod` and `pub use` lines in the parent module
+//! (`kernels/README.md` has a checklist).
 
 use core::fmt;
 use core::sync::atomic::{AtomicU8, Ordering};
