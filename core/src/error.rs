@@ -137,6 +137,24 @@ pub enum CoreError {
     },
 }
 
+impl CoreError {
+    /// [`CoreError::BadRank`]: argument `arg` of `op` has shape `got`, and `op` takes
+    /// `expected` (in words).
+    pub(crate) fn bad_rank(
+        op: &'static str,
+        arg: &'static str,
+        got: Shape,
+        expected: &'static str,
+    ) -> Self {
+        CoreError::BadRank {
+            op,
+            arg,
+            got,
+            expected,
+        }
+    }
+}
+
 impl fmt::Display for CoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

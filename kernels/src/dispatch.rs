@@ -1,22 +1,74 @@
-//! Which implementation the `f32` kernels run: chosen once, cached, overridable.
+//! The one place where a kernel call picks its implementation.
 //!
-//! - [`Path::Avx2`]: `core::arch` AVX2 + FMA kernels, compiled into
-//!   `#[target_feature(enable = "avx2,fma")]` functions. With the `std` feature they
-//!   are picked at run time when the CPU has AVX2 and FMA, so a plain
-//!   `cargo build --release` (no `RUSTFLAGS`) gets them. Without `std` they are picked
-//!   only if the build itself enables `avx2` and `fma` (`-C target-feature` or
-//!   `-C target-cpu`), because `no_std` code cannot ask the CPU portably.
-//! - [`Path::Portable`]: the same generic kernels on `wide::f32x8` (SSE2 halves in a
-//!   default x86-64 build, NEON on aarch64).
-//! - [`Path::Scalar`]: the scalar reference kernels (`reference` modules).
+//! # What a kernel is
 //!
-//! [`best`] is computed on first use and cached in an atomic; [`set_path`] overrides
-//! it process-wide (for benchmarks and experiments); the `*_with` functions of each
-//! kernel module (for example [`crate::gemm::gemm_with`]) run one given path for one
-//! call, which is what the tests use so that parallel tests do not interfere.
+//! A *kernel* is a type implementing [`Kernel`], written in one file (for example
+//! `rows/softmax.rs`). It has three parts:
+//!
+//! - [`Kernel::Args`]: the arguments of one call (slices, shapes, scalars), for any
+//!   element type `T` ([`Real`]: `f32` or `f64`);
+//! - [`Kernel::reference`]: the scalar reference, generic over `T`. It is the
+//!   definition the fast paths are tested against, the [`Path::Scalar`] path, and the
+//!   whole implementation for `f64`;
+//! - [`Kernel::run`]: the `f32` body, written once, generic over the 8-lane vector
+//!   trait `Simd` (`crate::simd`). It is compiled once per instruction set.
+//!
+//! It has two public functions. The generic one (`softmax_rows::<T>`) checks the
+//! lengths (in the arguments' constructor) and calls [`Real::run_kernel`], which is
+//! the reference for `f64` and `run` on the [`active`] path for `f32`. The `*_with`
+//! one (`softmax_rows_with`) calls `run` on a path the caller names (tests,
+//! benchmarks). So a call takes four steps: public function → `Real::run_kernel` →
+//! `run` (one `match` on the path) → the kernel's body.
+//!
+//! # How it is dispatched
+//!
+//! `run` matches on the [`Path`] once per call and hands the arguments to
+//! `K::reference`, to `K::run` with the `wide` token, or to `K::run` with the AVX2
+//! token inside a function compiled with `#[target_feature(enable = "avx2,fma")]`.
+//! There is one such function for all kernels (generic over `K`), so every kernel's
+//! body is monomorphised *inside* it. Everything a body calls (the `Simd` methods,
+//! the vector math, the kernel's own helpers) is `#[inline(always)]`, so the whole
+//! kernel is compiled as AVX2 + FMA code in one function, even in a default build
+//! without `RUSTFLAGS`. A helper that is not inlined would be compiled for the
+//! baseline CPU and each of its intrinsics would become a call: correct, but several
+//! times slower. There is no dispatch inside a kernel's loops.
+//!
+//! Which path is active: [`best`] asks the CPU once (with `std`, through
+//! `is_x86_feature_detected!`) and caches the answer in an atomic; [`set_path`]
+//! overrides it process-wide; the `*_with` functions run one given path for one call,
+//! which is what the tests use to check every path (they run in parallel, so they must
+//! not change a process-wide setting).
+//!
+//! - [`Path::Avx2`]: `core::arch` AVX2 + FMA intrinsics. Without `std` there is no
+//!   portable way to ask the CPU, so it is picked only when the build enables `avx2`
+//!   and `fma` (`-C target-feature` or `-C target-cpu`). It is compiled on x86-64
+//!   targets with SSE2, i.e. every hosted one, and left out of soft-float targets
+//!   such as `x86_64-unknown-none`, where LLVM cannot emit vector code.
+//! - [`Path::Portable`]: the same bodies on `wide::f32x8` (two SSE halves in a default
+//!   x86-64 build, NEON on aarch64, plain arrays elsewhere).
+//! - [`Path::Scalar`]: the references.
+//!
+//! # Why the `unsafe` is sound
+//!
+//! Calling a `#[target_feature]` function is `unsafe`: on a CPU without those
+//! features it would execute illegal instructions. `run` makes that call in one
+//! place, and only with an `Avx2` token in hand; the token can only be created by
+//! `Avx2::detect`, which returns it only when the running CPU has AVX2 and FMA. The
+//! same token is what makes the AVX2 `Simd` methods sound (`simd/avx2.rs`).
+//!
+//! # Adding a kernel
+//!
+//! Write one file: an arguments struct, `impl Kernel` (the reference and the `Simd`
+//! body, everything under it `#[inline(always)]`), and the two public functions. No
+//! other file changes, apart from its `mod` and `pub use` lines in the parent module
+//! (`kernels/README.md` has a checklist).
 
 use core::fmt;
 use core::sync::atomic::{AtomicU8, Ordering};
+
+use crate::Real;
+use crate::simd::Simd;
+use crate::simd::portable::Portable;
 
 /// One implementation of the `f32` kernels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -38,7 +90,7 @@ impl Path {
     pub fn is_available(self) -> bool {
         match self {
             Path::Scalar | Path::Portable => true,
-            Path::Avx2 => avx2_available(),
+            Path::Avx2 => avx2::Token::detect().is_some(),
         }
     }
 
@@ -84,16 +136,6 @@ impl fmt::Display for PathUnavailable {
     }
 }
 
-#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
-fn avx2_available() -> bool {
-    crate::simd::avx2::Avx2::detect().is_some()
-}
-
-#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
-fn avx2_available() -> bool {
-    false
-}
-
 /// Cached result of [`best`] (0 = not computed yet).
 static BEST: AtomicU8 = AtomicU8::new(0);
 /// Path forced by [`set_path`] (0 = none).
@@ -133,11 +175,88 @@ pub fn set_path(path: Option<Path>) -> Result<(), PathUnavailable> {
     Ok(())
 }
 
-/// Asserts that `path` can run here; the `*_with` kernel entry points call this.
-#[track_caller]
-pub(crate) fn assert_available(path: Path) {
-    assert!(
-        path.is_available(),
-        "kernel path {path} is not available on this CPU/build"
-    );
+/// A computation with a scalar reference and one SIMD body (see the module
+/// documentation). Implemented by a unit type per kernel; its calls are values of
+/// [`Kernel::Args`].
+///
+/// The trait is public only because [`Real::run_kernel`] names it; its SIMD trait is
+/// private to this crate, so kernels can only be written here.
+pub trait Kernel {
+    /// The arguments of one call on elements of type `T`.
+    type Args<'a, T: Real>;
+    /// What a call returns (`()` for kernels that write into an output slice).
+    type Output;
+
+    /// The scalar reference: the definition, the [`Path::Scalar`] path, and the only
+    /// implementation for `f64`.
+    fn reference<T: Real>(args: Self::Args<'_, T>) -> Self::Output;
+
+    /// The `f32` body on the instruction set `s`. Must be `#[inline(always)]`, as must
+    /// everything it calls, so that it is compiled inside `run`'s
+    /// `#[target_feature]` function.
+    fn run<S: Simd>(s: S, args: Self::Args<'_, f32>) -> Self::Output;
+}
+
+/// Runs kernel `K` on `path`: the single dispatch point of the crate.
+///
+/// # Panics
+/// If `path` is not available here ([`Path::is_available`]).
+#[inline]
+pub(crate) fn run<K: Kernel>(path: Path, args: K::Args<'_, f32>) -> K::Output {
+    match path {
+        Path::Scalar => K::reference(args),
+        Path::Portable => K::run(Portable, args),
+        Path::Avx2 => {
+            let Some(token) = avx2::Token::detect() else {
+                panic!("{}", PathUnavailable(Path::Avx2));
+            };
+            // SAFETY: `avx2::run` is compiled for AVX2 and FMA, so it may only run on
+            // a CPU that has both. `token` proves this one does: an `Avx2` token can
+            // only be created by `Avx2::detect`, which returns it only after checking
+            // that the running CPU has AVX2 and FMA (or, without `std`, that the build
+            // targets them). Nothing else is required: the arguments are ordinary
+            // safe values, and the body is safe code.
+            unsafe { avx2::run::<K>(token, args) }
+        }
+    }
+}
+
+/// The AVX2 + FMA instance of every kernel, on x86-64 targets with SSE2.
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+mod avx2 {
+    use super::Kernel;
+    pub(super) use crate::simd::avx2::Avx2 as Token;
+
+    /// The trampoline: `K::run` and everything it inlines become AVX2 + FMA code.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2 and FMA (which `token` proves).
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn run<K: Kernel>(token: Token, args: K::Args<'_, f32>) -> K::Output {
+        K::run(token, args)
+    }
+}
+
+/// No AVX2 code on this target: the path is never available.
+#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+mod avx2 {
+    use super::Kernel;
+
+    /// Stands for the AVX2 token; no value of it exists.
+    pub(super) enum Token {}
+
+    impl Token {
+        /// Always `None`.
+        pub(super) fn detect() -> Option<Token> {
+            None
+        }
+    }
+
+    /// Unreachable: there is no token.
+    ///
+    /// # Safety
+    /// None needed; `unsafe` only to match the x86-64 signature.
+    pub(super) unsafe fn run<K: Kernel>(token: Token, _args: K::Args<'_, f32>) -> K::Output {
+        match token {}
+    }
 }

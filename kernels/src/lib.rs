@@ -4,8 +4,8 @@
 //! shapes, for `T` = `f32` or `f64` ([`Real`]). No allocation, no tensors, no tape:
 //! the autodiff core (`readout-core`) validates user shapes and calls these.
 //!
-//! Each accelerated kernel has a scalar reference twin (the `reference` module next to
-//! it); the tests check the fast path against it.
+//! Each accelerated kernel has a scalar reference beside its SIMD body, in the same
+//! file; the tests check every fast path against it.
 //!
 //! ```
 //! use readout_kernels::gemm::{gemm, GemmShape};
@@ -19,8 +19,8 @@
 //!
 //! # Fast paths and how one is chosen
 //!
-//! The `f32` kernels (GEMM, the transcendental elementwise functions, row softmax)
-//! exist in three versions, listed by [`Path`]; [`dispatch`] picks one:
+//! The `f32` kernels (GEMM, unary and binary elementwise, row softmax, layer norm
+//! forward and backward) exist in three versions, listed by [`Path`]; [`dispatch`] picks one:
 //!
 //! - **AVX2 + FMA** (`core::arch` intrinsics), picked at run time with the default
 //!   `std` feature when the CPU has both (`is_x86_feature_detected!`, checked once and
@@ -37,18 +37,20 @@
 //! path of a default build does about a quarter of the work per CPU-second of the
 //! AVX2 path (12–20 against 50–75 GFLOP/s; `README.md` has the tables).
 //!
-//! The kernels are written once, generic over a small vector trait (`simd::Simd`)
-//! implemented for AVX2 and for `wide`; the AVX2 instance is compiled inside
-//! `#[target_feature(enable = "avx2,fma")]` functions with everything below them
-//! `#[inline(always)]`, so the intrinsics are inlined into code generated for AVX2.
-//! Tests and benchmarks can run a given path through the `*_with` functions
-//! ([`gemm::gemm_with`], [`elementwise::unary_with`], [`rows::softmax_rows_with`]) or
-//! force one process-wide with [`dispatch::set_path`].
+//! A kernel is written once, generic over a small 8-lane vector trait
+//! (`simd::Simd`) implemented for AVX2 and for `wide`, and every call goes through one
+//! dispatch point, [`dispatch`], whose module documentation explains the design (and
+//! how to add a kernel). Tests and benchmarks can run a given path through the
+//! `*_with` functions ([`gemm::gemm_with`], [`elementwise::unary_with`],
+//! [`rows::softmax_rows_with`], ...) or force one process-wide with
+//! [`dispatch::set_path`].
 //!
-//! `unsafe` is confined to small functions, each with a `// SAFETY:` comment: the
-//! AVX2 intrinsics (sound because the `Avx2` token only exists after detection), the
-//! `#[target_feature]` entry points, the micro-kernel's unchecked loads of `A` (bounds
-//! asserted once per tile) and the view of the packing buffer after it is filled.
+//! `unsafe` is confined to small blocks, each with a `// SAFETY:` comment: the one
+//! call into the `#[target_feature(enable = "avx2,fma")]` trampoline in [`dispatch`]
+//! (sound because an AVX2 token only exists after detection), the AVX2 intrinsics of
+//! the vector trait (same argument), the micro-kernel's unchecked loads of `A`
+//! (bounds asserted once per tile) and the view of the GEMM packing buffer after it
+//! is filled.
 //!
 #![no_std]
 #![warn(missing_docs)]

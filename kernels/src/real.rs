@@ -4,16 +4,15 @@
 use core::fmt::{Debug, Display};
 use core::ops::{Add, AddAssign, Div, DivAssign, Mul, MulAssign, Neg, Sub, SubAssign};
 
-use crate::elementwise::{Binary, Broadcast, Unary};
-use crate::gemm::GemmShape;
+use crate::dispatch::Kernel;
 
 /// A real floating-point element type: `f32` or `f64`.
 ///
 /// Besides scalar arithmetic and math functions (from `libm`, so they work in
-/// `no_std`), the trait carries the *fast-path hooks*: one method per accelerated
-/// kernel. Their default bodies are the scalar reference kernels; the `f32`
-/// implementation overrides them with the dispatched SIMD kernels. The public kernel
-/// functions (`gemm`, `unary`, ...) call these hooks, so the caller never chooses a path.
+/// `no_std`), the trait carries one hook, [`Real::run_kernel`]: its default runs a
+/// kernel's scalar reference, and the `f32` implementation overrides it with the
+/// dispatched SIMD path ([`crate::dispatch`]). The public kernel functions (`gemm`,
+/// `unary`, ...) call it, so the caller never chooses a path.
 pub trait Real:
     Copy
     + Send
@@ -79,53 +78,11 @@ pub trait Real:
         }
     }
 
-    /// Fast-path hook behind [`crate::gemm::gemm`]. Same contract.
-    fn gemm_hook(
-        shape: &GemmShape,
-        alpha: Self,
-        a: &[Self],
-        b: &[Self],
-        beta: Self,
-        c: &mut [Self],
-    ) {
-        crate::gemm::reference::gemm(shape, alpha, a, b, beta, c)
-    }
-    /// Fast-path hook behind [`crate::elementwise::unary`]. Same contract.
-    fn unary_hook(op: Unary<Self>, x: &[Self], out: &mut [Self]) {
-        crate::elementwise::reference::unary(op, x, out)
-    }
-    /// Fast-path hook behind [`crate::elementwise::binary`], called with checked
-    /// lengths, a non-empty `a` and `cols > 0`. Same contract.
-    fn binary_hook(
-        op: Binary,
-        a: &[Self],
-        b: &[Self],
-        bcast: Broadcast,
-        cols: usize,
-        out: &mut [Self],
-    ) {
-        crate::elementwise::reference::binary(op, a, b, bcast, cols, out)
-    }
-    /// Fast-path hook behind [`crate::rows::softmax_rows`]. Same contract.
-    fn softmax_rows_hook(x: &[Self], cols: usize, out: &mut [Self]) {
-        crate::rows::reference::softmax_rows(x, cols, out)
-    }
-    /// Fast-path hook behind [`crate::rows::layer_norm_rows`], called with checked
-    /// lengths and `cols > 0`. Same contract.
-    fn layer_norm_rows_hook(
-        x: &[Self],
-        cols: usize,
-        eps: Self,
-        affine: Option<(&[Self], &[Self])>,
-        out: &mut [Self],
-        stats: (&mut [Self], &mut [Self]),
-    ) {
-        crate::rows::reference::layer_norm_rows(x, cols, eps, affine, out, stats)
-    }
-    /// Fast-path hook behind [`crate::rows::layer_norm_backward_rows`], called with
-    /// checked lengths and a non-empty `rstd`. Same contract.
-    fn layer_norm_backward_rows_hook(xhat: &[Self], g: &[Self], rstd: &[Self], dx: &mut [Self]) {
-        crate::rows::reference::layer_norm_backward_rows(xhat, g, rstd, dx)
+    /// Runs kernel `K` on the path for this element type: its scalar reference for
+    /// `f64`, the dispatched SIMD path ([`crate::dispatch::active`]) for `f32`. Every
+    /// generic kernel function ends here; it is the only per-type hook.
+    fn run_kernel<K: Kernel>(args: K::Args<'_, Self>) -> K::Output {
+        K::reference(args)
     }
 }
 
@@ -202,43 +159,7 @@ impl Real for f32 {
     fn to_f64(self) -> f64 {
         self as f64
     }
-    fn gemm_hook(
-        shape: &GemmShape,
-        alpha: Self,
-        a: &[Self],
-        b: &[Self],
-        beta: Self,
-        c: &mut [Self],
-    ) {
-        crate::gemm::gemm_f32(shape, alpha, a, b, beta, c)
-    }
-    fn unary_hook(op: Unary<Self>, x: &[Self], out: &mut [Self]) {
-        crate::elementwise::unary_f32(op, x, out)
-    }
-    fn softmax_rows_hook(x: &[Self], cols: usize, out: &mut [Self]) {
-        crate::rows::softmax_rows_f32(x, cols, out)
-    }
-    fn binary_hook(
-        op: Binary,
-        a: &[Self],
-        b: &[Self],
-        bcast: Broadcast,
-        cols: usize,
-        out: &mut [Self],
-    ) {
-        crate::elementwise::binary_f32(op, a, b, bcast, cols, out)
-    }
-    fn layer_norm_rows_hook(
-        x: &[Self],
-        cols: usize,
-        eps: Self,
-        affine: Option<(&[Self], &[Self])>,
-        out: &mut [Self],
-        stats: (&mut [Self], &mut [Self]),
-    ) {
-        crate::rows::layer_norm_rows_f32(x, cols, eps, affine, out, stats)
-    }
-    fn layer_norm_backward_rows_hook(xhat: &[Self], g: &[Self], rstd: &[Self], dx: &mut [Self]) {
-        crate::rows::layer_norm_backward_rows_f32(xhat, g, rstd, dx)
+    fn run_kernel<K: Kernel>(args: K::Args<'_, f32>) -> K::Output {
+        crate::dispatch::run::<K>(crate::dispatch::active(), args)
     }
 }

@@ -171,7 +171,7 @@ fn multiple_k_and_n_blocks() {
     }
 }
 
-/// The dispatched entry point (what `Real::gemm_hook` calls) also meets the bound.
+/// The dispatched entry point (`gemm`, through `Real::run_kernel`) gives the same bits as its path.
 #[test]
 fn dispatched_gemm() {
     let case = Case::new((37, 19, 45), (false, true), (0, 1, 0), 1.0, 0.0, 1, 3);

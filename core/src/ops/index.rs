@@ -14,12 +14,7 @@ use crate::{CoreError, Real, Shape, Tape, Tensor, Var};
 /// Rows (first axis) and the width of one row (all other axes) of a rank ≥ 1 tensor.
 fn rows_of(op: &'static str, s: Shape) -> Result<(usize, usize), CoreError> {
     if s.rank() == 0 {
-        return Err(CoreError::BadRank {
-            op,
-            arg: "x",
-            got: s,
-            expected: "rank 1 to 3",
-        });
+        return Err(CoreError::bad_rank(op, "x", s, "rank 1 to 3"));
     }
     Ok((s.first(), row_width(s)))
 }

@@ -27,12 +27,7 @@ impl<T: Real> Tape<T> {
         const OP: &str = "layer_norm";
         let s = self.check(OP, x)?.dims();
         if s.rank() == 0 {
-            return Err(CoreError::BadRank {
-                op: OP,
-                arg: "x",
-                got: s,
-                expected: "rank 1 to 3",
-            });
+            return Err(CoreError::bad_rank(OP, "x", s, "rank 1 to 3"));
         }
         if !(eps >= T::ZERO && eps.is_finite()) {
             return Err(CoreError::InvalidValue {

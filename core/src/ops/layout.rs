@@ -44,12 +44,7 @@ impl<T: Real> Tape<T> {
             [m, n] => (1, m, n),
             [b, m, n] => (b, m, n),
             _ => {
-                return Err(CoreError::BadRank {
-                    op: "transpose",
-                    arg: "x",
-                    got: s,
-                    expected: "rank 2 or 3",
-                });
+                return Err(CoreError::bad_rank("transpose", "x", s, "rank 2 or 3"));
             }
         };
         let mut out = self.buffer_overwritten(t.numel());
@@ -72,12 +67,7 @@ impl<T: Real> Tape<T> {
         let t = self.check("permute", x)?;
         let s = t.dims();
         let &[d0, d1, d2] = s.dims() else {
-            return Err(CoreError::BadRank {
-                op: "permute",
-                arg: "x",
-                got: s,
-                expected: "rank 3",
-            });
+            return Err(CoreError::bad_rank("permute", "x", s, "rank 3"));
         };
         let mut seen = [false; 3];
         for &p in &perm {
@@ -109,12 +99,7 @@ impl<T: Real> Tape<T> {
         let sb = self.check("concat_cols", b)?.dims();
         for (arg, s) in [("a", sa), ("b", sb)] {
             if s.rank() != 2 {
-                return Err(CoreError::BadRank {
-                    op: "concat_cols",
-                    arg,
-                    got: s,
-                    expected: "rank 2",
-                });
+                return Err(CoreError::bad_rank("concat_cols", arg, s, "rank 2"));
             }
         }
         if sa.rows() != sb.rows() {
@@ -146,12 +131,7 @@ impl<T: Real> Tape<T> {
         let t = self.check("slice_cols", x)?;
         let s = t.dims();
         if s.rank() != 2 {
-            return Err(CoreError::BadRank {
-                op: "slice_cols",
-                arg: "x",
-                got: s,
-                expected: "rank 2",
-            });
+            return Err(CoreError::bad_rank("slice_cols", "x", s, "rank 2"));
         }
         let (r, c) = (s.rows(), s.cols());
         if start.checked_add(width).is_none_or(|end| end > c) {

@@ -17,12 +17,7 @@ fn dims3(
     match *s.dims() {
         [r, c] => Ok((1, r, c)),
         [b, r, c] => Ok((b, r, c)),
-        _ => Err(CoreError::BadRank {
-            op,
-            arg,
-            got: s,
-            expected: "rank 2 or 3",
-        }),
+        _ => Err(CoreError::bad_rank(op, arg, s, "rank 2 or 3")),
     }
 }
 
@@ -55,34 +50,24 @@ impl<T: Real> Tape<T> {
         let sb = self.check(OP, b)?.dims();
         let (ba, ra, ca) = dims3(OP, "a", sa)?;
         let (bb, rb, cb) = dims3(OP, "b", sb)?;
+        // Every mismatch is `b`'s shape against `a`'s.
+        let mismatch = |why| CoreError::ShapeMismatch {
+            op: OP,
+            arg: "b",
+            got: sb,
+            other: sa,
+            why,
+        };
         if sa.rank() != sb.rank() {
-            return Err(CoreError::ShapeMismatch {
-                op: OP,
-                arg: "b",
-                got: sb,
-                other: sa,
-                why: "both operands must have the same rank",
-            });
+            return Err(mismatch("both operands must have the same rank"));
         }
         if ba != bb {
-            return Err(CoreError::ShapeMismatch {
-                op: OP,
-                arg: "b",
-                got: sb,
-                other: sa,
-                why: "batch dimensions differ",
-            });
+            return Err(mismatch("batch dimensions differ"));
         }
         let (m, k) = if trans_a { (ca, ra) } else { (ra, ca) };
         let (k2, n) = if trans_b { (cb, rb) } else { (rb, cb) };
         if k != k2 {
-            return Err(CoreError::ShapeMismatch {
-                op: OP,
-                arg: "b",
-                got: sb,
-                other: sa,
-                why: "inner dimensions differ",
-            });
+            return Err(mismatch("inner dimensions differ"));
         }
         let out_shape = if sa.rank() == 3 {
             Shape::d3(ba, m, n)

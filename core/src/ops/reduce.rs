@@ -36,12 +36,7 @@ impl<T: Real> Tape<T> {
         let t = self.check("sum_rows", x)?;
         let s = t.dims();
         if s.rank() == 0 {
-            return Err(CoreError::BadRank {
-                op: "sum_rows",
-                arg: "x",
-                got: s,
-                expected: "rank 1 to 3",
-            });
+            return Err(CoreError::bad_rank("sum_rows", "x", s, "rank 1 to 3"));
         }
         let out_shape = s.without_last();
         let mut out = self.buffer(out_shape.numel());
@@ -67,12 +62,7 @@ impl<T: Real> Tape<T> {
         let t = self.check("sum_cols", x)?;
         let s = t.dims();
         if s.rank() == 0 {
-            return Err(CoreError::BadRank {
-                op: "sum_cols",
-                arg: "x",
-                got: s,
-                expected: "rank 1 to 3",
-            });
+            return Err(CoreError::bad_rank("sum_cols", "x", s, "rank 1 to 3"));
         }
         let mut out = self.buffer(s.cols());
         sum_cols(t.data(), &mut out);

@@ -28,12 +28,7 @@ use crate::{CoreError, Real, Shape, Tape, Tensor, Var};
 fn rank2(op: &'static str, arg: &'static str, s: Shape) -> Result<(usize, usize), CoreError> {
     match *s.dims() {
         [r, c] => Ok((r, c)),
-        _ => Err(CoreError::BadRank {
-            op,
-            arg,
-            got: s,
-            expected: "rank 2",
-        }),
+        _ => Err(CoreError::bad_rank(op, arg, s, "rank 2")),
     }
 }
 
@@ -107,12 +102,8 @@ impl<T: Real> Tape<T> {
         let sb = self.check(op, b)?.dims();
         let (n, p) = rank2(op, "a", sa)?;
         let &[bb, r, c] = sb.dims() else {
-            return Err(CoreError::BadRank {
-                op,
-                arg: "b",
-                got: sb,
-                expected: "rank 3, one matrix per segment",
-            });
+            let expected = "rank 3, one matrix per segment";
+            return Err(CoreError::bad_rank(op, "b", sb, expected));
         };
         let segs = segments(op, ptr, n)?;
         if bb != segs {

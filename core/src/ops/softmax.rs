@@ -15,12 +15,7 @@ impl<T: Real> Tape<T> {
         let t = self.check("softmax", x)?;
         let s = t.dims();
         if s.rank() == 0 {
-            return Err(CoreError::BadRank {
-                op: "softmax",
-                arg: "x",
-                got: s,
-                expected: "rank 1 to 3",
-            });
+            return Err(CoreError::bad_rank("softmax", "x", s, "rank 1 to 3"));
         }
         let mut out = self.buffer_overwritten(s.numel());
         softmax_rows(t.data(), s.cols(), &mut out);

@@ -17,9 +17,9 @@
 
 use core::mem::MaybeUninit;
 
-use super::GemmShape;
 use super::microkernel::{Beta, MR, run};
 use super::pack::{NR, pack_b, panel_width};
+use super::{GemmArgs, GemmShape};
 use crate::simd::Simd;
 
 /// Steps of the shared dimension per packed block.
@@ -33,15 +33,9 @@ pub(super) const PACK_CAP: usize = 16 * 1024;
 
 /// `C = alpha·op(A)·op(B) + beta·C` on one thread. Slices already checked.
 #[inline(always)]
-pub(super) fn gemm<S: Simd>(
-    s: S,
-    sh: &GemmShape,
-    alpha: f32,
-    a: &[f32],
-    b: &[f32],
-    beta: f32,
-    c: &mut [f32],
-) {
+pub(super) fn gemm<S: Simd>(s: S, call: GemmArgs<'_, f32>) {
+    let (sh, alpha, beta) = (call.shape, call.alpha, call.beta);
+    let (a, b, c) = (call.a, call.b, call.c);
     let (m, n, k) = (sh.m, sh.n, sh.k);
     if m == 0 || n == 0 {
         return;

@@ -100,28 +100,24 @@ fn tile_6x16<S: Simd>(s: S, a: &[f32], (rs, cs): (usize, usize), panel: &[f32]) 
         &a[4 * rs..],
         &a[5 * rs..],
     );
+    // One row of the tile for one step of `k`: broadcast `A(r, p)`, two FMAs.
+    macro_rules! row {
+        ($a:ident, $c0:ident, $c1:ident, $b0:ident, $b1:ident, $off:ident) => {
+            let x = s.splat(a_at($a, $off));
+            $c0 = s.fma(x, $b0, $c0);
+            $c1 = s.fma(x, $b1, $c1);
+        };
+    }
     let mut off = 0;
     for brow in panel.chunks_exact(2 * LANES) {
         let b0 = s.load(&brow[..LANES]);
         let b1 = s.load(&brow[LANES..]);
-        let x = s.splat(a_at(a0, off));
-        c00 = s.fma(x, b0, c00);
-        c01 = s.fma(x, b1, c01);
-        let x = s.splat(a_at(a1, off));
-        c10 = s.fma(x, b0, c10);
-        c11 = s.fma(x, b1, c11);
-        let x = s.splat(a_at(a2, off));
-        c20 = s.fma(x, b0, c20);
-        c21 = s.fma(x, b1, c21);
-        let x = s.splat(a_at(a3, off));
-        c30 = s.fma(x, b0, c30);
-        c31 = s.fma(x, b1, c31);
-        let x = s.splat(a_at(a4, off));
-        c40 = s.fma(x, b0, c40);
-        c41 = s.fma(x, b1, c41);
-        let x = s.splat(a_at(a5, off));
-        c50 = s.fma(x, b0, c50);
-        c51 = s.fma(x, b1, c51);
+        row!(a0, c00, c01, b0, b1, off);
+        row!(a1, c10, c11, b0, b1, off);
+        row!(a2, c20, c21, b0, b1, off);
+        row!(a3, c30, c31, b0, b1, off);
+        row!(a4, c40, c41, b0, b1, off);
+        row!(a5, c50, c51, b0, b1, off);
         off += cs;
     }
     [c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51]

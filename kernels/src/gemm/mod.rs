@@ -1,18 +1,20 @@
 //! General matrix multiply: `C = alpha·op(A)·op(B) + beta·C`, row-major.
 //!
-//! For `f32` the work goes to the dispatched SIMD path ([`crate::dispatch`]): a packed,
-//! register-blocked kernel ([`driver`](self) → `pack` → `microkernel`) compiled for
-//! AVX2 + FMA or for `wide`. With the `rayon` feature, calls of at least
-//! [`PARALLEL_MIN_FLOPS`] are split into row blocks of `C`, one per thread of the
-//! current rayon pool; the result does not depend on the number of threads (the
-//! split is over rows of `C` only, never over `K`). `f64` uses the scalar reference.
+//! The kernel is `GemmKernel`: for `f32` the dispatched SIMD path
+//! ([`crate::dispatch`]) runs a packed, register-blocked loop nest (`driver` →
+//! `pack` → `microkernel`); the scalar reference is plain loops (and all of `f64`).
+//! With the `rayon` feature, calls of at least [`PARALLEL_MIN_FLOPS`] are split into
+//! row blocks of `C`, one per thread of the current rayon pool, before dispatch; the
+//! result does not depend on the number of threads (the split is over rows of `C`
+//! only, never over `K`).
 
 mod driver;
 mod microkernel;
 mod pack;
 
 use crate::Real;
-use crate::dispatch::{self, Path};
+use crate::dispatch::{self, Kernel, Path};
+use crate::simd::Simd;
 
 /// Shape and layout of one GEMM call, BLAS style but row-major.
 ///
@@ -74,21 +76,13 @@ impl GemmShape {
 
     /// Minimum length of the `a` slice for this shape.
     pub fn a_len(&self) -> usize {
-        let (rows, cols) = if self.trans_a {
-            (self.k, self.m)
-        } else {
-            (self.m, self.k)
-        };
+        let (rows, cols) = stored(self.trans_a, self.m, self.k);
         min_len(rows, cols, self.lda)
     }
 
     /// Minimum length of the `b` slice for this shape.
     pub fn b_len(&self) -> usize {
-        let (rows, cols) = if self.trans_b {
-            (self.n, self.k)
-        } else {
-            (self.k, self.n)
-        };
+        let (rows, cols) = stored(self.trans_b, self.k, self.n);
         min_len(rows, cols, self.ldb)
     }
 
@@ -104,16 +98,8 @@ impl GemmShape {
 
     /// Panics with a message if the slices or leading dimensions do not fit the shape.
     pub(crate) fn check(&self, a: usize, b: usize, c: usize) {
-        let (ar, ac) = if self.trans_a {
-            (self.k, self.m)
-        } else {
-            (self.m, self.k)
-        };
-        let (br, bc) = if self.trans_b {
-            (self.n, self.k)
-        } else {
-            (self.k, self.n)
-        };
+        let (ar, ac) = stored(self.trans_a, self.m, self.k);
+        let (br, bc) = stored(self.trans_b, self.k, self.n);
         assert!(ar <= 1 || self.lda >= ac, "gemm: lda {} < {}", self.lda, ac);
         assert!(br <= 1 || self.ldb >= bc, "gemm: ldb {} < {}", self.ldb, bc);
         assert!(
@@ -143,6 +129,12 @@ impl GemmShape {
     }
 }
 
+/// Rows and columns of the stored matrix whose `op` is `rows × cols`.
+fn stored(trans: bool, rows: usize, cols: usize) -> (usize, usize) {
+    if trans { (cols, rows) } else { (rows, cols) }
+}
+
+/// Minimum length of a `rows × cols` matrix stored with row stride `ld`.
 fn min_len(rows: usize, cols: usize, ld: usize) -> usize {
     if rows == 0 || cols == 0 {
         0
@@ -160,14 +152,9 @@ fn min_len(rows: usize, cols: usize, ld: usize) -> usize {
 /// If a slice is shorter than the shape needs or a leading dimension is smaller than
 /// its row length: these are caller bugs, the core validates user shapes first.
 pub fn gemm<T: Real>(shape: &GemmShape, alpha: T, a: &[T], b: &[T], beta: T, c: &mut [T]) {
-    shape.check(a.len(), b.len(), c.len());
-    T::gemm_hook(shape, alpha, a, b, beta, c)
+    let call = GemmArgs::new(shape, alpha, a, b, beta, c);
+    call.for_each_row_block(|block| T::run_kernel::<GemmKernel>(block));
 }
-
-/// Below this many floating-point operations (`2·m·n·k`) a call stays on one thread:
-/// handing work to the rayon pool costs a few microseconds, which is what ~8 MFLOP
-/// take on one core here (measured: see the crate README).
-pub const PARALLEL_MIN_FLOPS: u64 = 8_000_000;
 
 /// [`gemm`] for `f32` on a given [`Path`] instead of the dispatched one (tests,
 /// benchmarks). Same contract and threading as [`gemm`].
@@ -183,108 +170,96 @@ pub fn gemm_with(
     beta: f32,
     c: &mut [f32],
 ) {
-    dispatch::assert_available(path);
-    shape.check(a.len(), b.len(), c.len());
-    #[cfg(feature = "rayon")]
-    if parallel::gemm(path, shape, alpha, a, b, beta, c) {
-        return;
+    let call = GemmArgs::new(shape, alpha, a, b, beta, c);
+    call.for_each_row_block(|block| dispatch::run::<GemmKernel>(path, block));
+}
+
+/// Below this many floating-point operations (`2·m·n·k`) a call stays on one thread:
+/// handing work to the rayon pool costs a few microseconds, which is what ~8 MFLOP
+/// take on one core here (measured: see the crate README).
+pub const PARALLEL_MIN_FLOPS: u64 = 8_000_000;
+
+/// The arguments of one GEMM call (slices already checked against the shape).
+pub(crate) struct GemmArgs<'a, T> {
+    shape: &'a GemmShape,
+    alpha: T,
+    a: &'a [T],
+    b: &'a [T],
+    beta: T,
+    c: &'a mut [T],
+}
+
+impl<'a, T: Real> GemmArgs<'a, T> {
+    /// Checks the slices against the shape.
+    fn new(
+        shape: &'a GemmShape,
+        alpha: T,
+        a: &'a [T],
+        b: &'a [T],
+        beta: T,
+        c: &'a mut [T],
+    ) -> Self {
+        shape.check(a.len(), b.len(), c.len());
+        GemmArgs {
+            shape,
+            alpha,
+            a,
+            b,
+            beta,
+            c,
+        }
     }
-    gemm_on(path, shape, alpha, a, b, beta, c);
-}
 
-/// The `f32` fast path behind [`Real::gemm_hook`].
-pub(crate) fn gemm_f32(sh: &GemmShape, alpha: f32, a: &[f32], b: &[f32], beta: f32, c: &mut [f32]) {
-    gemm_with(dispatch::active(), sh, alpha, a, b, beta, c)
-}
-
-/// One thread, one path. Slices already checked.
-fn gemm_on(path: Path, sh: &GemmShape, alpha: f32, a: &[f32], b: &[f32], beta: f32, c: &mut [f32]) {
-    match path {
-        Path::Scalar => reference::gemm(sh, alpha, a, b, beta, c),
-        Path::Portable => driver::gemm(crate::simd::portable::Portable, sh, alpha, a, b, beta, c),
-        Path::Avx2 => {
-            #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
-            if let Some(t) = crate::simd::avx2::Avx2::detect() {
-                // SAFETY: `t` exists only if the CPU has AVX2 and FMA, the features
-                // `gemm_avx2` is compiled for.
-                unsafe { gemm_avx2(t, sh, alpha, a, b, beta, c) };
+    /// Runs `f` on the whole call, or, with the `rayon` feature and a call of at
+    /// least [`PARALLEL_MIN_FLOPS`], on one block of rows of `C` per thread of the
+    /// current pool (a multiple of the micro-kernel's rows each), in parallel.
+    fn for_each_row_block(self, f: impl Fn(GemmArgs<'_, T>) + Send + Sync) {
+        #[cfg(feature = "rayon")]
+        {
+            use rayon::prelude::*;
+            let sh = self.shape;
+            let threads = rayon::current_num_threads();
+            let mr = microkernel::MR;
+            if threads >= 2 && sh.flops() >= PARALLEL_MIN_FLOPS && sh.m >= 2 * mr {
+                let blocks = threads.min(sh.m / mr);
+                let rows = sh.m.div_ceil(blocks).div_ceil(mr) * mr;
+                let c_len = sh.c_len();
+                let (alpha, a, b, beta) = (self.alpha, self.a, self.b, self.beta);
+                self.c[..c_len]
+                    .par_chunks_mut(rows * sh.ldc)
+                    .enumerate()
+                    .for_each(|(i, c)| {
+                        let i0 = i * rows;
+                        let shape = &GemmShape {
+                            m: rows.min(sh.m - i0),
+                            ..*sh
+                        };
+                        let a = if sh.trans_a {
+                            &a[i0..]
+                        } else {
+                            &a[i0 * sh.lda..]
+                        };
+                        // Checked again: a block is a valid call of its own.
+                        f(GemmArgs::new(shape, alpha, a, b, beta, c));
+                    });
                 return;
             }
-            unreachable!("AVX2 path requested without AVX2 (checked by the caller)")
         }
+        f(self)
     }
 }
 
-/// The driver compiled for AVX2 + FMA (everything below it is `#[inline(always)]`).
-#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
-#[target_feature(enable = "avx2,fma")]
-fn gemm_avx2(
-    t: crate::simd::avx2::Avx2,
-    sh: &GemmShape,
-    alpha: f32,
-    a: &[f32],
-    b: &[f32],
-    beta: f32,
-    c: &mut [f32],
-) {
-    driver::gemm(t, sh, alpha, a, b, beta, c)
-}
+/// The GEMM kernel (see [`crate::dispatch`]).
+pub(crate) struct GemmKernel;
 
-#[cfg(feature = "rayon")]
-mod parallel {
-    use rayon::prelude::*;
+impl Kernel for GemmKernel {
+    type Args<'a, T: Real> = GemmArgs<'a, T>;
+    type Output = ();
 
-    use super::microkernel::MR;
-    use super::{GemmShape, PARALLEL_MIN_FLOPS, gemm_on};
-    use crate::dispatch::Path;
-
-    /// Runs the call split into row blocks of `C` on the current rayon pool, or
-    /// returns `false` (doing nothing) when it is too small to be worth splitting.
-    pub(super) fn gemm(
-        path: Path,
-        sh: &GemmShape,
-        alpha: f32,
-        a: &[f32],
-        b: &[f32],
-        beta: f32,
-        c: &mut [f32],
-    ) -> bool {
-        let threads = rayon::current_num_threads();
-        if threads < 2 || sh.flops() < PARALLEL_MIN_FLOPS || sh.m < 2 * MR {
-            return false;
-        }
-        // One block per thread, a multiple of MR rows each (full micro-kernel tiles).
-        let blocks = threads.min(sh.m / MR);
-        let rows = sh.m.div_ceil(blocks).div_ceil(MR) * MR;
-        let c_len = sh.c_len();
-        c[..c_len]
-            .par_chunks_mut(rows * sh.ldc)
-            .enumerate()
-            .for_each(|(i, c_blk)| {
-                let i0 = i * rows;
-                let sub = GemmShape {
-                    m: rows.min(sh.m - i0),
-                    ..*sh
-                };
-                let a_blk = if sh.trans_a {
-                    &a[i0..]
-                } else {
-                    &a[i0 * sh.lda..]
-                };
-                gemm_on(path, &sub, alpha, a_blk, b, beta, c_blk);
-            });
-        true
-    }
-}
-
-/// Scalar reference GEMM: the definition every fast path is tested against.
-pub mod reference {
-    use super::GemmShape;
-    use crate::Real;
-
-    /// Plain loops; same contract as [`super::gemm`].
-    pub fn gemm<T: Real>(s: &GemmShape, alpha: T, a: &[T], b: &[T], beta: T, c: &mut [T]) {
-        s.check(a.len(), b.len(), c.len());
+    /// Plain loops: the definition every fast path is tested against.
+    fn reference<T: Real>(call: GemmArgs<'_, T>) {
+        let (s, alpha, beta) = (call.shape, call.alpha, call.beta);
+        let (a, b, c) = (call.a, call.b, call.c);
         if s.n == 0 {
             // C may be empty while m > 0: there is no row to slice.
             return;
@@ -317,5 +292,11 @@ pub mod reference {
                 };
             }
         }
+    }
+
+    /// The packed, register-blocked loop nest ([`driver`]).
+    #[inline(always)]
+    fn run<S: Simd>(s: S, call: GemmArgs<'_, f32>) {
+        driver::gemm(s, call)
     }
 }

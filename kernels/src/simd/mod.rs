@@ -35,7 +35,7 @@ pub(crate) const LANES: usize = 8;
 /// Floating-point semantics follow IEEE 754 single precision (round to nearest) for
 /// `add`, `sub`, `mul`, `div`, `sqrt`, and a single rounding for `fma` (on the AVX2
 /// path; `wide` may round twice where the target has no FMA).
-pub(crate) trait Simd: Copy {
+pub trait Simd: Copy {
     /// The vector type.
     type V: Copy;
 
@@ -109,6 +109,26 @@ pub(crate) trait Simd: Copy {
         self.splat(0.0)
     }
 
+    /// Loads up to 8 values: a full vector, or a zero-padded partial one.
+    #[inline(always)]
+    fn load_any(self, s: &[f32]) -> Self::V {
+        if s.len() >= LANES {
+            self.load(s)
+        } else {
+            self.load_partial(s)
+        }
+    }
+
+    /// Stores the first `min(s.len(), 8)` lanes: a full vector when they fit.
+    #[inline(always)]
+    fn store_any(self, s: &mut [f32], v: Self::V) {
+        if s.len() >= LANES {
+            self.store(s, v)
+        } else {
+            self.store_partial(s, v)
+        }
+    }
+
     /// `(p, e)` with `p = a·b` rounded and `p + e = a·b` exactly (barring overflow
     /// and underflow). This default is Dekker's product (Veltkamp splitting), exact
     /// without a fused multiply-add; implementations with a fused FMA override it
@@ -128,5 +148,20 @@ pub(crate) trait Simd: Copy {
         let e = self.add(e, self.mul(ah, bl));
         let e = self.add(e, self.mul(al, bh));
         (p, self.add(e, self.mul(al, bl)))
+    }
+}
+
+/// `out[i] = f(x[i])`, 8 lanes at a time, the tail through a masked vector. `x` and
+/// `out` have the same length.
+#[inline(always)]
+pub(crate) fn map<S: Simd>(s: S, x: &[f32], out: &mut [f32], f: impl Fn(S::V) -> S::V) {
+    let mut xs = x.chunks_exact(LANES);
+    let mut os = out.chunks_exact_mut(LANES);
+    for (xi, oi) in (&mut xs).zip(&mut os) {
+        s.store(oi, f(s.load(xi)));
+    }
+    let (xt, ot) = (xs.remainder(), os.into_remainder());
+    if !xt.is_empty() {
+        s.store_partial(ot, f(s.load_partial(xt)));
     }
 }

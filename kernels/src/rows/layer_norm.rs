@@ -1,0 +1,324 @@
+//! Layer normalisation of rows, PyTorch's definition, forward and backward.
+//!
+//! Both kernels make the same passes as their scalar references: the forward takes
+//! the mean, then the centred sum of squares (more accurate than `E[x²] − E[x]²`);
+//! the backward takes both of its means in one pass, then writes `dx`.
+
+use crate::Real;
+use crate::dispatch::{self, Kernel, Path};
+use crate::simd::{LANES, Simd};
+
+/// Layer normalisation of every row, PyTorch's definition (biased variance):
+/// `out = (x − mean) / √(var + eps) · weight + bias`. Writes each row's mean and
+/// `1/√(var + eps)` to `mean` and `rstd` (one value per row) for the backward pass.
+/// `weight` and `bias`, when given, hold `cols` values.
+///
+/// # Panics
+/// If the lengths do not fit.
+pub fn layer_norm_rows<T: Real>(
+    x: &[T],
+    cols: usize,
+    eps: T,
+    affine: Option<(&[T], &[T])>,
+    out: &mut [T],
+    stats: (&mut [T], &mut [T]),
+) {
+    if let Some(call) = LayerNormArgs::new(x, cols, eps, affine, out, stats) {
+        T::run_kernel::<LayerNormKernel>(call)
+    }
+}
+
+/// [`layer_norm_rows`] for `f32` on a given [`Path`] instead of the dispatched one
+/// (tests, benchmarks).
+///
+/// # Panics
+/// As [`layer_norm_rows`], and if `path` is not available here (unless `cols = 0`).
+pub fn layer_norm_rows_with(
+    path: Path,
+    x: &[f32],
+    cols: usize,
+    eps: f32,
+    affine: Option<(&[f32], &[f32])>,
+    out: &mut [f32],
+    stats: (&mut [f32], &mut [f32]),
+) {
+    if let Some(call) = LayerNormArgs::new(x, cols, eps, affine, out, stats) {
+        dispatch::run::<LayerNormKernel>(path, call)
+    }
+}
+
+/// The arguments of one [`layer_norm_rows`] call: lengths checked, `cols > 0`.
+pub(crate) struct LayerNormArgs<'a, T> {
+    x: &'a [T],
+    cols: usize,
+    eps: T,
+    affine: Option<(&'a [T], &'a [T])>,
+    out: &'a mut [T],
+    mean: &'a mut [T],
+    rstd: &'a mut [T],
+}
+
+impl<'a, T> LayerNormArgs<'a, T> {
+    /// Checks the lengths; `None` when there is nothing to compute (`cols = 0`).
+    fn new(
+        x: &'a [T],
+        cols: usize,
+        eps: T,
+        affine: Option<(&'a [T], &'a [T])>,
+        out: &'a mut [T],
+        (mean, rstd): (&'a mut [T], &'a mut [T]),
+    ) -> Option<Self> {
+        assert_eq!(
+            x.len(),
+            out.len(),
+            "layer_norm_rows: x and out differ in length"
+        );
+        assert_eq!(
+            x.len(),
+            mean.len() * cols,
+            "layer_norm_rows: mean needs one value per row"
+        );
+        assert_eq!(
+            mean.len(),
+            rstd.len(),
+            "layer_norm_rows: mean and rstd differ in length"
+        );
+        if let Some((w, b)) = affine {
+            assert!(
+                w.len() == cols && b.len() == cols,
+                "layer_norm_rows: weight/bias need cols values"
+            );
+        }
+        (cols > 0).then_some(LayerNormArgs {
+            x,
+            cols,
+            eps,
+            affine,
+            out,
+            mean,
+            rstd,
+        })
+    }
+}
+
+/// The layer norm forward kernel (see [`crate::dispatch`]).
+pub(crate) struct LayerNormKernel;
+
+impl Kernel for LayerNormKernel {
+    type Args<'a, T: Real> = LayerNormArgs<'a, T>;
+    type Output = ();
+
+    /// Two passes per row (mean, then centred sum of squares).
+    fn reference<T: Real>(call: LayerNormArgs<'_, T>) {
+        let (x, cols, eps, affine) = (call.x, call.cols, call.eps, call.affine);
+        let (out, mean, rstd) = (call.out, call.mean, call.rstd);
+        let n = T::from_usize(cols);
+        for (r, (xrow, orow)) in x
+            .chunks_exact(cols)
+            .zip(out.chunks_exact_mut(cols))
+            .enumerate()
+        {
+            let mut s = T::ZERO;
+            for &v in xrow {
+                s += v;
+            }
+            let mu = s / n;
+            let mut ss = T::ZERO;
+            for &v in xrow {
+                let d = v - mu;
+                ss += d * d;
+            }
+            let rs = T::ONE / (ss / n + eps).sqrt();
+            mean[r] = mu;
+            rstd[r] = rs;
+            match affine {
+                Some((w, b)) => {
+                    for (((o, &v), &wi), &bi) in orow.iter_mut().zip(xrow).zip(w).zip(b) {
+                        *o = (v - mu) * rs * wi + bi;
+                    }
+                }
+                None => {
+                    for (o, &v) in orow.iter_mut().zip(xrow) {
+                        *o = (v - mu) * rs;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The reference's two passes, vectorised.
+    #[inline(always)]
+    fn run<S: Simd>(s: S, call: LayerNormArgs<'_, f32>) {
+        let (x, cols, eps, affine) = (call.x, call.cols, call.eps, call.affine);
+        let (out, mean, rstd) = (call.out, call.mean, call.rstd);
+        let n = cols as f32;
+        for (r, (xr, or)) in x
+            .chunks_exact(cols)
+            .zip(out.chunks_exact_mut(cols))
+            .enumerate()
+        {
+            let mu = row_sum(s, xr) / n;
+            let vmu = s.splat(mu);
+            let mut acc = s.zero();
+            let mut xs = xr.chunks_exact(LANES);
+            for xi in &mut xs {
+                let d = s.sub(s.load(xi), vmu);
+                acc = s.fma(d, d, acc);
+            }
+            let mut ss = s.reduce_add(acc);
+            // The tail in scalar code: zero-padded lanes would add mu² each.
+            for &v in xs.remainder() {
+                let d = v - mu;
+                ss += d * d;
+            }
+            let rs = 1.0 / libm::sqrtf(ss / n + eps);
+            mean[r] = mu;
+            rstd[r] = rs;
+            let vrs = s.splat(rs);
+            match affine {
+                Some((w, b)) => {
+                    let chunks = xr.chunks(LANES).zip(or.chunks_mut(LANES));
+                    for ((xi, oi), (wi, bi)) in chunks.zip(w.chunks(LANES).zip(b.chunks(LANES))) {
+                        let xhat = s.mul(s.sub(s.load_any(xi), vmu), vrs);
+                        s.store_any(oi, s.fma(xhat, s.load_any(wi), s.load_any(bi)));
+                    }
+                }
+                None => {
+                    for (xi, oi) in xr.chunks(LANES).zip(or.chunks_mut(LANES)) {
+                        s.store_any(oi, s.mul(s.sub(s.load_any(xi), vmu), vrs));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Sum of a row (8 partial sums, then a fixed-order reduction).
+#[inline(always)]
+fn row_sum<S: Simd>(s: S, x: &[f32]) -> f32 {
+    let mut acc = s.zero();
+    for xi in x.chunks(LANES) {
+        acc = s.add(acc, s.load_any(xi));
+    }
+    s.reduce_add(acc)
+}
+
+/// Backward of [`layer_norm_rows`] without its affine part: given `xhat = (x − mean)·rstd`
+/// and `g = ∂L/∂xhat`, writes `∂L/∂x = rstd · (g − mean(g) − xhat · mean(g · xhat))`.
+///
+/// # Panics
+/// If the lengths do not fit.
+pub fn layer_norm_backward_rows<T: Real>(xhat: &[T], g: &[T], rstd: &[T], dx: &mut [T]) {
+    if let Some(call) = LayerNormBackwardArgs::new(xhat, g, rstd, dx) {
+        T::run_kernel::<LayerNormBackwardKernel>(call)
+    }
+}
+
+/// [`layer_norm_backward_rows`] for `f32` on a given [`Path`] (tests, benchmarks).
+///
+/// # Panics
+/// As [`layer_norm_backward_rows`], and if `path` is not available here (unless
+/// `rstd` is empty).
+pub fn layer_norm_backward_rows_with(
+    path: Path,
+    xhat: &[f32],
+    g: &[f32],
+    rstd: &[f32],
+    dx: &mut [f32],
+) {
+    if let Some(call) = LayerNormBackwardArgs::new(xhat, g, rstd, dx) {
+        dispatch::run::<LayerNormBackwardKernel>(path, call)
+    }
+}
+
+/// The arguments of one [`layer_norm_backward_rows`] call: lengths checked, `rstd`
+/// not empty.
+pub(crate) struct LayerNormBackwardArgs<'a, T> {
+    xhat: &'a [T],
+    g: &'a [T],
+    rstd: &'a [T],
+    dx: &'a mut [T],
+}
+
+impl<'a, T> LayerNormBackwardArgs<'a, T> {
+    /// Checks the lengths; `None` when there is nothing to compute (no row).
+    fn new(xhat: &'a [T], g: &'a [T], rstd: &'a [T], dx: &'a mut [T]) -> Option<Self> {
+        assert_eq!(
+            xhat.len(),
+            g.len(),
+            "layer_norm_backward_rows: xhat and g differ in length"
+        );
+        assert_eq!(
+            xhat.len(),
+            dx.len(),
+            "layer_norm_backward_rows: xhat and dx differ in length"
+        );
+        (!rstd.is_empty()).then_some(LayerNormBackwardArgs { xhat, g, rstd, dx })
+    }
+}
+
+/// The layer norm backward kernel (see [`crate::dispatch`]).
+pub(crate) struct LayerNormBackwardKernel;
+
+impl Kernel for LayerNormBackwardKernel {
+    type Args<'a, T: Real> = LayerNormBackwardArgs<'a, T>;
+    type Output = ();
+
+    /// Both means in one pass per row, then `dx`.
+    fn reference<T: Real>(call: LayerNormBackwardArgs<'_, T>) {
+        let LayerNormBackwardArgs { xhat, g, rstd, dx } = call;
+        let cols = xhat.len() / rstd.len();
+        if cols == 0 {
+            return;
+        }
+        let n = T::from_usize(cols);
+        for (r, ((xr, gr), dr)) in xhat
+            .chunks_exact(cols)
+            .zip(g.chunks_exact(cols))
+            .zip(dx.chunks_exact_mut(cols))
+            .enumerate()
+        {
+            let mut sg = T::ZERO;
+            let mut sgx = T::ZERO;
+            for (&xh, &gi) in xr.iter().zip(gr) {
+                sg += gi;
+                sgx += gi * xh;
+            }
+            let (mg, mgx) = (sg / n, sgx / n);
+            for ((d, &xh), &gi) in dr.iter_mut().zip(xr).zip(gr) {
+                *d = rstd[r] * (gi - mg - xh * mgx);
+            }
+        }
+    }
+
+    /// The reference's two passes, vectorised.
+    #[inline(always)]
+    fn run<S: Simd>(s: S, call: LayerNormBackwardArgs<'_, f32>) {
+        let LayerNormBackwardArgs { xhat, g, rstd, dx } = call;
+        let cols = xhat.len() / rstd.len();
+        if cols == 0 {
+            return;
+        }
+        let n = cols as f32;
+        let rows = xhat.chunks_exact(cols).zip(g.chunks_exact(cols));
+        for ((xr, gr), (dr, &rs)) in rows.zip(dx.chunks_exact_mut(cols).zip(rstd)) {
+            let (mut sg, mut sgx) = (s.zero(), s.zero());
+            for (xi, gi) in xr.chunks(LANES).zip(gr.chunks(LANES)) {
+                let gv = s.load_any(gi);
+                sg = s.add(sg, gv);
+                sgx = s.fma(gv, s.load_any(xi), sgx);
+            }
+            let mg = s.splat(s.reduce_add(sg) / n);
+            let mgx = s.splat(s.reduce_add(sgx) / n);
+            let vrs = s.splat(rs);
+            for ((xi, gi), di) in xr
+                .chunks(LANES)
+                .zip(gr.chunks(LANES))
+                .zip(dr.chunks_mut(LANES))
+            {
+                let t = s.sub(s.sub(s.load_any(gi), mg), s.mul(s.load_any(xi), mgx));
+                s.store_any(di, s.mul(vrs, t));
+            }
+        }
+    }
+}
