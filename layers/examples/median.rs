@@ -828,9 +828,9 @@ fn real_main(cfg: &Config) -> Result<(), Box<dyn std::error::Error>> {
         let mut per_seed: [Vec<f64>; 4] = Default::default();
         let mut max_se = 0.0f64;
         for t in &runs {
-            for c in 0..4 {
-                per_seed[c].push(mean_of(&t.errors[c]));
-                max_se = max_se.max(standard_error(&t.errors[c]));
+            for (column, errors) in per_seed.iter_mut().zip(&t.errors) {
+                column.push(mean_of(errors));
+                max_se = max_se.max(standard_error(errors));
             }
         }
         let points = runs.first().map_or(0, |t| t.curve.len());
@@ -913,7 +913,7 @@ fn print_table(cfg: &Config, rows: &[Row], wall: f64) {
          CPU seconds of the row's training jobs, all seeds, held-out evaluations included)"
     );
     println!();
-    for c in 0..4 {
+    for (c, column) in COLUMNS.iter().enumerate() {
         let mut order: Vec<(f64, &str, bool)> = rows
             .iter()
             .map(|r| {
@@ -942,7 +942,7 @@ fn print_table(cfg: &Config, rows: &[Row], wall: f64) {
                 order[eq].0
             )
         };
-        println!("{:>8}: {verdict}", COLUMNS[c]);
+        println!("{column:>8}: {verdict}");
     }
     println!("wall time {wall:.1} s");
 }
