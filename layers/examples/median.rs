@@ -17,28 +17,46 @@
 //! median; the prediction scored is their mean). PyG's script takes 10⁷ steps of one
 //! set; mini-batches give the same number of sets far fewer optimiser steps.
 //!
-//! Methods, trained on the same stream of sets (same sets, same order, per seed):
-//! - `equilibrium`: PyG's `EquilibriumAggregation(1, 10, [256, 256], grad_iter)`,
+//! Methods, trained on the same stream of sets (same sets, same order, per seed)
+//! for the same number of steps, each with Adam at the learning rate it did best
+//! with in trials (`Method::default_lr`; `--lr` sets one for all); `W` is `--width`
+//! (default 64, see below):
+//! - `equilibrium`: PyG's `EquilibriumAggregation(1, 10, [W, W], grad_iter)`,
 //!   trained through the inner optimisation with `InnerGrad::Adjoint`. PyG's script
 //!   uses `grad_iter = 1`; from `y = 0` one inner step makes the output a linear map
-//!   of `mean_i ∂F(x_i, y)/∂y at y = 0`, which is mean pooling of learned features,
-//!   so it cannot do better than DeepSets-mean. The default here is PyG's layer
-//!   default, `grad_iter = 5`, which lets the layer minimise its energy.
+//!   of `mean_i ∂F(x_i, y)/∂y at y = 0`, which is mean pooling of learned features, so
+//!   it cannot do better than DeepSets-mean. The default here is PyG's layer default,
+//!   `grad_iter = 5`, which lets the layer minimise its energy (10 gave the same error
+//!   in a shorter trial, at twice the cost).
 //! - `deepsets-sum`, `deepsets-mean`, `deepsets-max`: `ρ(pool_i φ(x_i))` with
-//!   `φ: 1 → 192 → 192` (tanh after each layer) and `ρ: 192 → 192 → 10` (tanh
-//!   between); the sum is divided by 100, the mean set size, so ρ's inputs start in
-//!   the range the mean gives (it still grows with the set size, which sum pooling
-//!   is about).
+//!   `φ: 1 → w → w` (tanh after each layer) and `ρ: w → w → 10` (tanh between),
+//!   `w = ⌈3W/4⌉`; the sum is divided by 100, the mean set size, so ρ's inputs start
+//!   in the range the mean gives (it still grows with the set size, which sum pooling
+//!   is about). Max pooling is the core's `segment_max`.
 //! - `attention`: one learned query attending over the set (the Set Transformer's
 //!   pooling by multihead attention with one head and one seed vector): keys and
-//!   values are linear maps of `φ(x_i)` (`φ: 1 → 128 → 128`), weights a softmax of
-//!   `⟨k_i, q⟩/√128` within each set, then `ρ: 128 → 128 → 10` on the weighted sum.
+//!   values are linear maps of `φ(x_i)` (`φ: 1 → d → d`, `d = ⌈W/2⌉`), the weights a
+//!   softmax of `⟨k_i, q⟩/√d` within each set (the core's `segment_softmax`), then
+//!   `ρ: d → d → 10` on the weighted sum of the values.
 //! - `sample mean`: the untrained set mean (the answer mean pooling gives for free).
 //!
-//! Every trained method has 69 000 to 77 000 parameters. Each runs for `--seeds`
-//! seeds (initialisation and data stream); the table gives mean ± standard deviation
-//! over seeds of the mean `|prediction − median|` on held-out sets, with the largest
-//! standard error of one held-out mean in its last column.
+//! The widths give every trained method about the same number of parameters (4 600
+//! to 6 800 at `W = 64`; 68 000 to 77 000 at PyG's `W = 256`). The default width is
+//! 64, not PyG's 256: a training step of the equilibrium model at 256 costs about
+//! four times as much, and the default run must finish in five minutes on two cores
+//! (`--width 256` trains PyG's sizes). Each method runs for
+//! `--seeds` seeds (initialisation and data stream); the table gives the mean ±
+//! standard deviation over seeds of the mean `|prediction − median|` on held-out sets
+//! (the same sets for every seed), with the largest standard error of one such
+//! held-out mean in its last column, so it can be compared with the gaps.
+//!
+//! Every method is evaluated with an exponential moving average of its weights
+//! (decay 0.99, `common/train.rs`'s `Average`): without it, the held-out error of the
+//! last iterate moved by ±30 % from one seed to the next for the equilibrium model.
+//!
+//! The equilibrium model is evaluated on as many sets per call as it was trained on
+//! (see [`EVAL_CHUNK`]): in PyG's energy the regulariser's pull on each set's output
+//! is divided by the number of sets in the call.
 //!
 //! Run `cargo run --release -p readout-layers --example median -- --help` for flags.
 
@@ -65,15 +83,25 @@ use rand_distr::{Distribution, Gamma, Normal};
 use readout_core::{Tape, Tensor, Var};
 use readout_layers::{
     Adam, Bound, EquilibriumAggregation, InnerGrad, LayerError, Parameter, Parameters, Segments,
-    init,
+    init, save_state_dict_to_file,
 };
 
 use args::Args;
 use nn::{Act, Mlp, linear};
-use train::{Group, mean_std, optimiser_step, standard_error, thread_cpu_seconds};
+use train::{Average, Group, mean_std, optimiser_step, standard_error, thread_cpu_seconds};
 
 /// Outputs of every model (PyG's `embedding_size`).
 const OUT: usize = 10;
+/// Sets per inference call of the baselines (their outputs do not depend on it; it
+/// bounds memory). The equilibrium model is evaluated with as many sets per call as it
+/// was trained with: PyG's energy adds `softplus(lamb)·mean_sets ‖y_s‖²` to the *sum*
+/// over sets of the potentials, so the regulariser's pull on one set's `y` is divided
+/// by the number of sets in the call, and a model trained on batches of 16 sets gives
+/// other outputs when called on 250.
+const EVAL_CHUNK: usize = 250;
+/// The decay of the parameter average every method is evaluated with (a time
+/// constant of 100 steps; see `Average`).
+const AVERAGE_DECAY: f32 = 0.99;
 /// PyG's loss divides by its set size, 100; kept for every set size.
 const LOSS_SCALE: f32 = 100.0;
 /// The widths of every model from `--width W`: the potential's hidden sizes
@@ -103,18 +131,21 @@ max pooling), attention pooling and the sample mean, over several seeds.
 usage: cargo run --release -p readout-layers --example median -- [options]
 
 options:
-  --steps N        optimiser steps per method and seed          [default 1200]
+  --steps N        optimiser steps per method and seed          [default 1500]
   --batch B        sets per step                                [default 16]
-  --lr R           Adam's learning rate, every method           [default 0.001]
+  --lr R           Adam's learning rate for every method [default: per method,
+                   the best of 0.001, 0.003 and 0.01 in trials]
   --grad-iter K    inner steps of EquilibriumAggregation        [default 5]
-  --width W        potential hidden sizes [W, W]; baselines sized to match [default 256]
+  --width W        potential hidden sizes [W, W] (PyG: 256); baselines sized
+                   to about as many parameters             [default 64]
   --sizes A..B     set sizes, uniform in A..=B, or one size N   [default 10..190]
-  --seeds S        seeds (initialisation and data stream)       [default 3]
+  --seeds S        seeds (initialisation and data stream)       [default 4]
   --seed S0        first seed; held-out sets come from it       [default 0]
   --eval-sets M    held-out sets per distribution               [default 1000]
   --curve-points P held-out evaluations along training          [default 12]
   --threads T      worker threads (jobs are method × seed)      [default 2]
-  --quick          a sub-minute smoke run: 60 steps, 2 seeds, 100 held-out sets
+  --quick          a sub-minute smoke run: 100 steps, 2 seeds, 100 held-out sets
+                   per distribution, 3 curve points (explicit flags still win)
   --json FILE      write the final table as JSON
   --plot FILE.svg  draw learning curves and final errors
   --save DIR       write the first seed's equilibrium model as a PyG state_dict
@@ -329,6 +360,16 @@ const METHODS: [Method; 5] = [
 ];
 
 impl Method {
+    /// Adam's learning rate: the best of 1e-3 (PyG's script), 3e-3 and 1e-2 for the
+    /// method in one-seed trials of 2000 steps (`examples/README.md` lists them).
+    fn default_lr(self) -> f32 {
+        match self {
+            Method::Equilibrium | Method::DeepSets(Pool::Max) => 3e-3,
+            Method::DeepSets(Pool::Sum | Pool::Mean) => 1e-2,
+            Method::Attention => 1e-3,
+        }
+    }
+
     fn name(self, grad_iter: usize) -> String {
         match self {
             Method::Equilibrium => format!("equilibrium (grad_iter {grad_iter})"),
@@ -341,6 +382,7 @@ impl Method {
 }
 
 /// A trained model of the comparison: its parameter groups and how they are used.
+#[derive(Clone)]
 enum Model {
     Equilibrium(EquilibriumAggregation),
     DeepSets {
@@ -516,13 +558,23 @@ impl Model {
         Ok(value)
     }
 
-    /// Predictions (the mean of the 10 outputs) for every set of `h`, in chunks of
-    /// `CHUNK` sets to bound memory.
-    fn predict(&self, h: &Sets) -> Result<Vec<f32>, LayerError> {
-        const CHUNK: usize = 250;
+    /// Predictions (the mean of the 10 outputs) for every set of `h`, `batch` sets per
+    /// call for the equilibrium model (see [`EVAL_CHUNK`]), [`EVAL_CHUNK`] for the
+    /// others.
+    fn predict(&self, h: &Sets, batch: usize) -> Result<Vec<f32>, LayerError> {
+        let chunk = match self {
+            Model::Equilibrium(_) => batch,
+            _ => EVAL_CHUNK,
+        };
         let mut out = Vec::with_capacity(h.len());
-        for start in (0..h.len()).step_by(CHUNK) {
-            let b = h.slice(start..(start + CHUNK).min(h.len()));
+        for start in (0..h.len()).step_by(chunk) {
+            let end = (start + chunk).min(h.len());
+            let mut b = h.slice(start..end);
+            // A short last chunk is filled up with the first sets (their outputs are
+            // dropped), so every call has `chunk` sets.
+            for i in 0..(start + chunk - end).min(h.len()) {
+                b.push(h.dist[i], &h.x[h.ptr[i]..h.ptr[i + 1]]);
+            }
             let y = match self {
                 // The inference path: inner gradients computed eagerly, nothing recorded.
                 Model::Equilibrium(l) => {
@@ -540,6 +592,7 @@ impl Model {
             out.extend(
                 y.data()
                     .chunks(OUT)
+                    .take(end - start)
                     .map(|r| r.iter().sum::<f32>() / OUT as f32),
             );
         }
@@ -564,8 +617,8 @@ struct Trained {
     seed_index: usize,
     /// `(step, held-out error on the curve sets)`.
     curve: Vec<(usize, f64)>,
-    /// Held-out absolute errors by column.
-    errors: [Vec<f64>; 4],
+    /// Absolute errors by column on each held-out collection (see [`Eval`]).
+    errors: Vec<[Vec<f64>; 4]>,
     cpu_seconds: f64,
     /// The trained equilibrium model of the first seed, for `--save`.
     model: Option<Model>,
@@ -574,7 +627,8 @@ struct Trained {
 struct Config {
     steps: usize,
     batch: usize,
-    lr: f32,
+    /// `--lr`: one learning rate for every method, instead of [`Method::default_lr`].
+    lr: Option<f32>,
     grad_iter: usize,
     widths: Widths,
     sizes: (usize, usize),
@@ -618,13 +672,15 @@ fn parse() -> Result<Option<Config>, String> {
         None => (10, 190),
     };
     let c = Config {
-        steps: a.value("--steps")?.unwrap_or(if quick { 60 } else { 1200 }),
+        steps: a
+            .value("--steps")?
+            .unwrap_or(if quick { 100 } else { 1500 }),
         batch: a.value("--batch")?.unwrap_or(16),
-        lr: a.value("--lr")?.unwrap_or(1e-3),
+        lr: a.value("--lr")?,
         grad_iter: a.value("--grad-iter")?.unwrap_or(5),
-        widths: Widths::new(a.value("--width")?.unwrap_or(256)),
+        widths: Widths::new(a.value("--width")?.unwrap_or(64)),
         sizes,
-        seeds: a.value("--seeds")?.unwrap_or(if quick { 2 } else { 3 }),
+        seeds: a.value("--seeds")?.unwrap_or(if quick { 2 } else { 4 }),
         seed: a.value("--seed")?.unwrap_or(0),
         eval_sets: a
             .value("--eval-sets")?
@@ -651,8 +707,8 @@ fn parse() -> Result<Option<Config>, String> {
             return Err(format!("{name} must be ≥ 1"));
         }
     }
-    if !(c.lr.is_finite() && c.lr > 0.0) {
-        return Err(format!("--lr {}: must be finite and > 0", c.lr));
+    if let Some(lr) = c.lr.filter(|lr| !(lr.is_finite() && *lr > 0.0)) {
+        return Err(format!("--lr {lr}: must be finite and > 0"));
     }
     Ok(Some(c))
 }
@@ -680,7 +736,7 @@ fn run_job(
     cfg: &Config,
     method: Method,
     seed_index: usize,
-    heldout: &Sets,
+    evals: &[Eval],
     curve_sets: &Sets,
 ) -> Result<Trained, LayerError> {
     let seed = cfg.seed + seed_index as u64;
@@ -692,23 +748,39 @@ fn run_job(
     let mut adams = model
         .groups()
         .iter()
-        .map(|_| Adam::new(cfg.lr))
+        .map(|_| Adam::new(cfg.lr.unwrap_or(method.default_lr())))
         .collect::<Result<Vec<_>, _>>()?;
     let mut stream = Stream::new(seed, cfg.sizes);
     let every = cfg.steps.div_ceil(cfg.curve_points).max(1);
+    // Every method is evaluated with averaged weights (see `Average`).
+    let mut average = Average::new(&model.groups(), AVERAGE_DECAY);
+    let averaged = |model: &Model, average: &Average| {
+        let mut m = model.clone();
+        average.write_into(m.groups_mut());
+        m
+    };
     let mut curve = vec![(
         0,
-        mean_of(&curve_sets.abs_errors(&model.predict(curve_sets)?)),
+        mean_of(&curve_sets.abs_errors(&model.predict(curve_sets, cfg.batch)?)),
     )];
     for step in 1..=cfg.steps {
         let b = stream.batch(cfg.batch);
         model.train_step(&mut adams, &b)?;
+        average.update(&model.groups());
         if step % every == 0 || step == cfg.steps {
-            let e = mean_of(&curve_sets.abs_errors(&model.predict(curve_sets)?));
+            let m = averaged(&model, &average);
+            let e = mean_of(&curve_sets.abs_errors(&m.predict(curve_sets, cfg.batch)?));
             curve.push((step, e));
         }
     }
-    let errors = heldout.by_column(&heldout.abs_errors(&model.predict(heldout)?));
+    let model = averaged(&model, &average);
+    let errors = evals
+        .iter()
+        .map(|e| {
+            Ok(e.sets
+                .by_column(&e.sets.abs_errors(&model.predict(&e.sets, cfg.batch)?)))
+        })
+        .collect::<Result<Vec<_>, LayerError>>()?;
     let cpu_seconds = match (cpu_start, thread_cpu_seconds()) {
         (Some(a), Some(b)) => b - a,
         _ => f64::NAN,
@@ -732,14 +804,41 @@ fn mean_of(v: &[f64]) -> f64 {
     v.iter().sum::<f64>() / v.len().max(1) as f64
 }
 
-/// One row of the final table.
-struct Row {
-    name: String,
-    is_equilibrium: bool,
+/// A held-out collection of sets and the caption of its table.
+struct Eval {
+    caption: String,
+    sets: Sets,
+}
+
+/// One method's numbers in one table.
+struct Table {
     /// Per column: the held-out mean of every seed.
     per_seed: [Vec<f64>; 4],
     /// The largest standard error of one seed's held-out mean, over seeds and columns.
     max_se: f64,
+}
+
+impl Table {
+    /// From the absolute errors by column of every seed.
+    fn new<'a>(seeds: impl Iterator<Item = &'a [Vec<f64>; 4]>) -> Self {
+        let mut per_seed: [Vec<f64>; 4] = Default::default();
+        let mut max_se = 0.0f64;
+        for errors in seeds {
+            for (column, e) in per_seed.iter_mut().zip(errors) {
+                column.push(mean_of(e));
+                max_se = max_se.max(standard_error(e));
+            }
+        }
+        Table { per_seed, max_se }
+    }
+}
+
+/// One row of the final tables.
+struct Row {
+    name: String,
+    is_equilibrium: bool,
+    /// One per held-out collection (see [`Eval`]).
+    tables: Vec<Table>,
     /// `(step, mean, min, max)` over seeds of the curve.
     curve: Vec<(f64, f64, f64, f64)>,
     cpu_seconds: f64,
@@ -747,20 +846,40 @@ struct Row {
 }
 
 fn real_main(cfg: &Config) -> Result<(), Box<dyn std::error::Error>> {
-    let heldout = held_out(cfg.seed, cfg.eval_sets, cfg.sizes);
-    let curve_sets = heldout.every(10);
     let sizes = if cfg.sizes.0 == cfg.sizes.1 {
         format!("{}", cfg.sizes.0)
     } else {
         format!("{} to {}", cfg.sizes.0, cfg.sizes.1)
     };
+    let heldout = held_out(cfg.seed, cfg.eval_sets, cfg.sizes);
+    let curve_sets = heldout.every(10);
+    let caption = |n: usize, what: &str| {
+        format!(
+            "held-out mean |prediction − median| over {n} sets per distribution{what}: \
+             mean ± std over {} seed(s) (lower is better)",
+            cfg.seeds
+        )
+    };
+    let mut evals = vec![Eval {
+        caption: caption(cfg.eval_sets, &format!(" of {sizes} numbers")),
+        sets: heldout,
+    }];
+    if cfg.sizes != (100, 100) {
+        // The same models on PyG's fixed size (other sets, half as many).
+        let per_dist = cfg.eval_sets.div_ceil(2);
+        evals.push(Eval {
+            caption: caption(per_dist, " of exactly 100 numbers (PyG's size)"),
+            sets: held_out(cfg.seed ^ 100, per_dist, (100, 100)),
+        });
+    }
     println!(
         "median of sets of {sizes} numbers from Normal(0.5, 0.4) / Gamma(0.2, rate 0.5) / Uniform(0, 1); \
          {} steps of {} sets, Adam lr {}, grad_iter {}, {} seed(s) from {}, {} thread(s); \
          held-out: {} sets per distribution",
         cfg.steps,
         cfg.batch,
-        cfg.lr,
+        cfg.lr
+            .map_or("per method (below)".to_string(), |lr| lr.to_string()),
         cfg.grad_iter,
         cfg.seeds,
         cfg.seed,
@@ -771,7 +890,8 @@ fn real_main(cfg: &Config) -> Result<(), Box<dyn std::error::Error>> {
     let mut params = Vec::new();
     for m in METHODS {
         let n = Model::new(m, cfg.grad_iter, cfg.widths, &mut init)?.numel();
-        println!("  {:<28} {n:>7} parameters", m.name(cfg.grad_iter));
+        let lr = cfg.lr.unwrap_or(m.default_lr());
+        println!("  {:<28} {n:>7} parameters, lr {lr}", m.name(cfg.grad_iter));
         params.push(n);
     }
 
@@ -793,14 +913,14 @@ fn real_main(cfg: &Config) -> Result<(), Box<dyn std::error::Error>> {
                     if failure.lock().unwrap_or_else(|e| e.into_inner()).is_some() {
                         break;
                     }
-                    match run_job(cfg, m, s, &heldout, &curve_sets) {
+                    match run_job(cfg, m, s, &evals, &curve_sets) {
                         Ok(t) => {
                             eprintln!(
                                 "[{:>5.0} s] {} seed {}: held-out error {:.5} ({:.0} s of CPU)",
                                 start.elapsed().as_secs_f64(),
                                 m.name(cfg.grad_iter),
                                 cfg.seed + s as u64,
-                                mean_of(&t.errors[3]),
+                                mean_of(&t.errors[0][3]),
                                 t.cpu_seconds
                             );
                             results.lock().unwrap_or_else(|e| e.into_inner()).push(t);
@@ -825,14 +945,9 @@ fn real_main(cfg: &Config) -> Result<(), Box<dyn std::error::Error>> {
     let mut rows = Vec::new();
     for (mi, &m) in METHODS.iter().enumerate() {
         let runs: Vec<&Trained> = trained.iter().filter(|t| t.method == m).collect();
-        let mut per_seed: [Vec<f64>; 4] = Default::default();
-        let mut max_se = 0.0f64;
-        for t in &runs {
-            for (column, errors) in per_seed.iter_mut().zip(&t.errors) {
-                column.push(mean_of(errors));
-                max_se = max_se.max(standard_error(errors));
-            }
-        }
+        let tables = (0..evals.len())
+            .map(|k| Table::new(runs.iter().map(|t| &t.errors[k])))
+            .collect();
         let points = runs.first().map_or(0, |t| t.curve.len());
         let curve = (0..points)
             .map(|i| {
@@ -846,22 +961,23 @@ fn real_main(cfg: &Config) -> Result<(), Box<dyn std::error::Error>> {
         rows.push(Row {
             name: m.name(cfg.grad_iter),
             is_equilibrium: m == Method::Equilibrium,
-            per_seed,
-            max_se,
+            tables,
             curve,
             cpu_seconds: runs.iter().map(|t| t.cpu_seconds).sum(),
             params: params[mi],
         });
     }
-    let mean_abs = heldout.by_column(&heldout.abs_errors(&sample_means(&heldout)));
     let mean_curve = mean_of(&curve_sets.abs_errors(&sample_means(&curve_sets)));
     rows.push(Row {
         name: "sample mean (untrained)".into(),
         is_equilibrium: false,
-        per_seed: std::array::from_fn(|c| vec![mean_of(&mean_abs[c])]),
-        max_se: (0..4)
-            .map(|c| standard_error(&mean_abs[c]))
-            .fold(0.0, f64::max),
+        tables: evals
+            .iter()
+            .map(|e| {
+                let errors = e.sets.by_column(&e.sets.abs_errors(&sample_means(&e.sets)));
+                Table::new(std::iter::once(&errors))
+            })
+            .collect(),
         curve: [0.0, cfg.steps as f64]
             .iter()
             .map(|&s| (s, mean_curve, mean_curve, mean_curve))
@@ -870,7 +986,10 @@ fn real_main(cfg: &Config) -> Result<(), Box<dyn std::error::Error>> {
         params: 0,
     });
 
-    print_table(cfg, &rows, wall);
+    for (k, e) in evals.iter().enumerate() {
+        print_table(&e.caption, &rows, k);
+    }
+    println!("wall time {wall:.1} s");
     if let Some(path) = &cfg.json {
         std::fs::write(path, json(&rows))?;
         println!("table written to {}", path.display());
@@ -884,28 +1003,27 @@ fn real_main(cfg: &Config) -> Result<(), Box<dyn std::error::Error>> {
         let Some(Model::Equilibrium(layer)) = model else {
             return Err("no trained equilibrium model to save".into());
         };
-        save_and_check(cfg, &layer, dir, &heldout)?;
+        save_and_check(cfg, &layer, dir, &evals[0].sets)?;
     }
     Ok(())
 }
 
-fn print_table(cfg: &Config, rows: &[Row], wall: f64) {
+/// Table `k` of every row, then which method is lowest in each column.
+fn print_table(caption: &str, rows: &[Row], k: usize) {
     println!();
-    println!(
-        "held-out mean |prediction − median| over {} sets per distribution: mean ± std over {} seed(s) (lower is better)",
-        cfg.eval_sets, cfg.seeds
-    );
+    println!("{caption}");
     println!(
         "{:<28} {:>17} {:>17} {:>17} {:>17} {:>8} {:>7}",
         "method", COLUMNS[0], COLUMNS[1], COLUMNS[2], COLUMNS[3], "max s.e.", "cpu s"
     );
     for r in rows {
+        let t = &r.tables[k];
         let mut line = format!("{:<28}", r.name);
-        for c in 0..4 {
-            let (m, s) = mean_std(&r.per_seed[c]);
+        for column in &t.per_seed {
+            let (m, s) = mean_std(column);
             line.push_str(&format!(" {:>8.5} ± {:<6.4}", m, s));
         }
-        line.push_str(&format!(" {:>8.5} {:>7.0}", r.max_se, r.cpu_seconds));
+        line.push_str(&format!(" {:>8.5} {:>7.0}", t.max_se, r.cpu_seconds));
         println!("{line}");
     }
     println!(
@@ -918,7 +1036,7 @@ fn print_table(cfg: &Config, rows: &[Row], wall: f64) {
             .iter()
             .map(|r| {
                 (
-                    mean_std(&r.per_seed[c]).0,
+                    mean_std(&r.tables[k].per_seed[c]).0,
                     r.name.as_str(),
                     r.is_equilibrium,
                 )
@@ -944,26 +1062,33 @@ fn print_table(cfg: &Config, rows: &[Row], wall: f64) {
         };
         println!("{column:>8}: {verdict}");
     }
-    println!("wall time {wall:.1} s");
 }
 
 /// The final table as `{"results": [{"method", "distribution", "mean", "std",
-/// "per_seed"}, …]}`.
+/// "per_seed"}, …]}`, and the table on sets of 100, when there is one, in the same
+/// form under `"results_size_100"`.
 fn json(rows: &[Row]) -> String {
-    let mut results = Vec::new();
-    for r in rows {
-        for (c, name) in COLUMNS.iter().enumerate() {
-            let (mean, std) = mean_std(&r.per_seed[c]);
-            results.push(serde_json::json!({
-                "method": r.name,
-                "distribution": name,
-                "mean": mean,
-                "std": std,
-                "per_seed": r.per_seed[c],
-            }));
+    let table = |k: usize| {
+        let mut results = Vec::new();
+        for r in rows {
+            for (c, name) in COLUMNS.iter().enumerate() {
+                let per_seed = &r.tables[k].per_seed[c];
+                let (mean, std) = mean_std(per_seed);
+                results.push(serde_json::json!({
+                    "method": r.name,
+                    "distribution": name,
+                    "mean": mean,
+                    "std": std,
+                    "per_seed": per_seed,
+                }));
+            }
         }
+        serde_json::Value::Array(results)
+    };
+    let mut doc = serde_json::json!({ "results": table(0) });
+    if rows.first().is_some_and(|r| r.tables.len() > 1) {
+        doc["results_size_100"] = table(1);
     }
-    let doc = serde_json::json!({ "results": results });
     serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n"
 }
 
@@ -989,7 +1114,7 @@ fn figure(cfg: &Config, rows: &[Row]) -> plot::Figure {
         .map(|(i, r)| plot::BarSeries {
             label: r.name.clone(),
             colour: COLOURS[i % COLOURS.len()],
-            values: (0..4).map(|c| mean_std(&r.per_seed[c])).collect(),
+            values: r.tables[0].per_seed.iter().map(|c| mean_std(c)).collect(),
         })
         .collect();
     plot::Figure {
@@ -1003,7 +1128,9 @@ fn figure(cfg: &Config, rows: &[Row]) -> plot::Figure {
             cfg.eval_sets * 3 / 10
         ),
         curves,
-        bars_caption: "final held-out error per distribution (mean ± std over seeds)".into(),
+        bars_caption:
+            "final held-out error per distribution (log; bars: mean, whiskers: ± std over seeds)"
+                .into(),
         groups: COLUMNS.iter().map(|s| s.to_string()).collect(),
         bars,
     }
@@ -1023,8 +1150,8 @@ fn save_and_check(
     let h = cfg.widths.potential;
     let mut loaded = EquilibriumAggregation::new(1, OUT, &[h, h], cfg.grad_iter, 0.1)?;
     loaded.load_state_dict_file(&path)?;
-    let before = Model::Equilibrium(layer.clone()).predict(heldout)?;
-    let after = Model::Equilibrium(loaded).predict(heldout)?;
+    let before = Model::Equilibrium(layer.clone()).predict(heldout, cfg.batch)?;
+    let after = Model::Equilibrium(loaded).predict(heldout, cfg.batch)?;
     let same = before
         .iter()
         .zip(&after)
@@ -1042,7 +1169,28 @@ fn save_and_check(
         path.display(),
         after.len()
     );
-    println!("load it in PyG:");
+    // A batch of held-out sets from every distribution and the layer's outputs for
+    // them, for checking the model on the Python side.
+    let sample = heldout
+        .every(heldout.len() / cfg.batch)
+        .slice(0..cfg.batch.min(heldout.len()));
+    let y = layer.forward(&sample.x_tensor()?, Segments::Ptr(&sample.ptr_i64()), None)?;
+    let ptr: Vec<f32> = sample.ptr.iter().map(|&p| p as f32).collect();
+    let ptr = Tensor::from_vec(&[ptr.len()], ptr)?;
+    let check = dir.join("check.safetensors");
+    save_state_dict_to_file(
+        &check,
+        &[("x", &sample.x_tensor()?), ("ptr", &ptr), ("y", &y)],
+    )?;
+    println!(
+        "{}: x, ptr (as floats) and these outputs y for {} held-out sets",
+        check.display(),
+        sample.len()
+    );
+    println!(
+        "load it in PyG (and call it on {} sets at a time, as it was trained: the regulariser's weight per set depends on it):",
+        cfg.batch
+    );
     println!(
         "  from safetensors.torch import load_file; from torch_geometric.nn.aggr import EquilibriumAggregation"
     );
@@ -1053,6 +1201,10 @@ fn save_and_check(
     println!(
         "  model.load_state_dict(load_file({:?}))",
         path.display().to_string()
+    );
+    println!(
+        "then `model(x, index, dim_size=sets)` (PyG's layer needs `index`; from `ptr`: \
+         `torch.repeat_interleave(torch.arange(sets), ptr.diff())`)"
     );
     Ok(())
 }

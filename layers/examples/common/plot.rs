@@ -50,6 +50,48 @@ fn esc(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
+/// Decades `(low, high)` (powers of ten) spanning the positive finite `values`.
+fn log_range(values: impl Iterator<Item = f64>) -> (f64, f64) {
+    let (mut lo, mut hi) = (f64::INFINITY, 0.0f64);
+    for v in values.filter(|v| v.is_finite() && *v > 0.0) {
+        lo = lo.min(v);
+        hi = hi.max(v);
+    }
+    if !lo.is_finite() {
+        (lo, hi) = (1e-3, 1.0);
+    }
+    let llo = lo.log10().floor();
+    (llo, hi.log10().ceil().max(llo + 1.0))
+}
+
+/// Grid lines and labels at 1, 2 and 5 times every power of ten of a log axis.
+fn log_ticks(
+    s: &mut String,
+    (x0, pw): (f64, f64),
+    (llo, lhi): (f64, f64),
+    ymap: impl Fn(f64) -> f64,
+) {
+    let mut e = llo;
+    while e <= lhi + 1e-9 {
+        for m in [1.0, 2.0, 5.0] {
+            let v = m * 10f64.powf(e);
+            if v.log10() > lhi + 1e-9 {
+                break;
+            }
+            let y = ymap(v);
+            let _ = writeln!(
+                s,
+                r##"<line x1="{x0}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##,
+                x0 + pw,
+                x0 - 5.0,
+                y + 4.0,
+                fmt_tick(v)
+            );
+        }
+        e += 1.0;
+    }
+}
+
 fn fmt_tick(v: f64) -> String {
     if v >= 1.0 {
         format!("{v:.0}")
@@ -83,25 +125,16 @@ impl Figure {
     }
 
     fn curves_panel(&self, s: &mut String, (x0, y0, pw, ph): (f64, f64, f64, f64)) {
-        let mut lo = f64::INFINITY;
-        let mut hi = 0.0f64;
-        let mut max_x = 0.0f64;
-        for c in &self.curves {
-            for &(x, m, l, u) in &c.points {
-                for v in [m, l, u] {
-                    if v.is_finite() && v > 0.0 {
-                        lo = lo.min(v);
-                        hi = hi.max(v);
-                    }
-                }
-                max_x = max_x.max(x);
-            }
-        }
-        if !lo.is_finite() {
-            (lo, hi) = (1e-3, 1.0);
-        }
-        let llo = lo.log10().floor();
-        let lhi = hi.log10().ceil().max(llo + 1.0);
+        let (llo, lhi) = log_range(
+            self.curves
+                .iter()
+                .flat_map(|c| c.points.iter().flat_map(|p| [p.1, p.2, p.3])),
+        );
+        let max_x = self
+            .curves
+            .iter()
+            .flat_map(|c| c.points.iter().map(|p| p.0))
+            .fold(0.0f64, f64::max);
         let ymap = |v: f64| y0 + ph - (v.max(1e-12).log10() - llo) / (lhi - llo) * ph;
         let max_x = max_x.max(1.0);
         let xmap = |x: f64| x0 + x / max_x * pw;
@@ -109,25 +142,7 @@ impl Figure {
             s,
             r##"<rect x="{x0}" y="{y0}" width="{pw}" height="{ph}" fill="none" stroke="#333"/>"##
         );
-        let mut e = llo;
-        while e <= lhi + 1e-9 {
-            for m in [1.0, 2.0, 5.0] {
-                let v = m * 10f64.powf(e);
-                if v.log10() > lhi + 1e-9 {
-                    break;
-                }
-                let y = ymap(v);
-                let _ = writeln!(
-                    s,
-                    r##"<line x1="{x0}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##,
-                    x0 + pw,
-                    x0 - 5.0,
-                    y + 4.0,
-                    fmt_tick(v)
-                );
-            }
-            e += 1.0;
-        }
+        log_ticks(s, (x0, pw), (llo, lhi), ymap);
         for i in 0..=5 {
             let v = max_x * i as f64 / 5.0;
             let x = xmap(v);
@@ -198,30 +213,19 @@ impl Figure {
     }
 
     fn bars_panel(&self, s: &mut String, (bx0, by0, bw, bh): (f64, f64, f64, f64)) {
-        let top = self
-            .bars
-            .iter()
-            .flat_map(|b| b.values.iter().map(|&(v, e)| v + e.max(0.0)))
-            .filter(|v| v.is_finite())
-            .fold(0.0f64, f64::max)
-            .max(1e-12)
-            * 1.08;
+        // Log scale: the values span more than a decade (the untrained reference on
+        // skewed data), and the trained methods' gaps are ratios.
+        let (llo, lhi) = log_range(self.bars.iter().flat_map(|b| {
+            b.values
+                .iter()
+                .flat_map(|&(v, e)| [v, v + e.max(0.0), v - e.max(0.0)])
+        }));
+        let ymap = |v: f64| by0 + bh - (v.max(1e-12).log10() - llo) / (lhi - llo) * bh;
         let _ = writeln!(
             s,
             r##"<rect x="{bx0}" y="{by0}" width="{bw}" height="{bh}" fill="none" stroke="#333"/>"##
         );
-        for i in 0..=4 {
-            let v = top * i as f64 / 4.0;
-            let y = by0 + bh - v / top * bh;
-            let _ = writeln!(
-                s,
-                r##"<line x1="{bx0}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end">{:.3}</text>"##,
-                bx0 + bw,
-                bx0 - 5.0,
-                y + 4.0,
-                v
-            );
-        }
+        log_ticks(s, (bx0, bw), (llo, lhi), ymap);
         let groups = self.groups.len().max(1);
         let gw = bw / groups as f64;
         let bar = gw * 0.84 / self.bars.len().max(1) as f64;
@@ -229,23 +233,23 @@ impl Figure {
             let gx = bx0 + gw * g as f64 + gw * 0.08;
             for (m, series) in self.bars.iter().enumerate() {
                 let (v, e) = series.values.get(g).copied().unwrap_or((f64::NAN, 0.0));
-                let v = if v.is_finite() { v } else { 0.0 };
-                let height = v / top * bh;
+                let top_y = if v.is_finite() && v > 0.0 {
+                    ymap(v)
+                } else {
+                    by0 + bh
+                };
+                let height = by0 + bh - top_y;
                 let x = gx + bar * m as f64;
                 let _ = writeln!(
                     s,
-                    r#"<rect x="{x:.1}" y="{:.1}" width="{:.1}" height="{height:.1}" fill="{}"><title>{}: {v:.5} ± {e:.5}</title></rect>"#,
-                    by0 + bh - height,
+                    r#"<rect x="{x:.1}" y="{top_y:.1}" width="{:.1}" height="{height:.1}" fill="{}"><title>{}: {v:.5} ± {e:.5}</title></rect>"#,
                     bar * 0.9,
                     series.colour,
                     esc(&series.label),
                 );
                 if e.is_finite() && e > 0.0 {
                     let cx = x + bar * 0.45;
-                    let (ya, yb) = (
-                        by0 + bh - (v - e).max(0.0) / top * bh,
-                        by0 + bh - (v + e) / top * bh,
-                    );
+                    let (ya, yb) = (ymap(v - e).min(by0 + bh), ymap(v + e));
                     let _ = writeln!(
                         s,
                         r##"<line x1="{cx:.1}" y1="{ya:.1}" x2="{cx:.1}" y2="{yb:.1}" stroke="#000" stroke-width="1.2"/>"##

@@ -65,3 +65,55 @@ pub fn thread_cpu_seconds() -> Option<f64> {
     let stime: f64 = f.get(12)?.parse().ok()?;
     Some((utime + stime) / 100.0)
 }
+
+/// An exponential moving average of parameter values (Polyak averaging), the weights
+/// a model is evaluated with: the last iterate of a stochastic optimiser wanders
+/// around the minimum by an amount set by the learning rate and the batch noise; the
+/// average sits nearer its middle. The decay after `t` updates is
+/// `min(max_decay, (1 + t)/(10 + t))`, so the first steps are not tied to the
+/// initial weights.
+pub struct Average {
+    /// Per group, per parameter: the averaged values.
+    values: Vec<Vec<Vec<f32>>>,
+    updates: usize,
+    max_decay: f32,
+}
+
+impl Average {
+    /// Starts at the current values of `groups`.
+    pub fn new(groups: &[&Parameters], max_decay: f32) -> Self {
+        let values = groups
+            .iter()
+            .map(|g| g.iter().map(|p| p.value().data().to_vec()).collect())
+            .collect();
+        Average {
+            values,
+            updates: 0,
+            max_decay,
+        }
+    }
+
+    /// Moves the average towards the current values of `groups` (the same groups, in
+    /// the same order, as at [`Average::new`]).
+    pub fn update(&mut self, groups: &[&Parameters]) {
+        self.updates += 1;
+        let t = self.updates as f32;
+        let decay = self.max_decay.min((1.0 + t) / (10.0 + t));
+        for (avg_group, g) in self.values.iter_mut().zip(groups) {
+            for (avg, p) in avg_group.iter_mut().zip(g.iter()) {
+                for (a, &v) in avg.iter_mut().zip(p.value().data()) {
+                    *a = decay * *a + (1.0 - decay) * v;
+                }
+            }
+        }
+    }
+
+    /// Writes the averaged values into `groups` (a copy of the model being averaged).
+    pub fn write_into(&self, groups: Vec<&mut Parameters>) {
+        for (avg_group, g) in self.values.iter().zip(groups) {
+            for (avg, p) in avg_group.iter().zip(g.iter_mut()) {
+                p.value_mut().copy_from_slice(avg);
+            }
+        }
+    }
+}
