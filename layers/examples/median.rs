@@ -51,8 +51,9 @@
 //! held-out mean in its last column, so it can be compared with the gaps.
 //!
 //! Every method is evaluated with an exponential moving average of its weights
-//! (decay 0.99, `common/train.rs`'s `Average`): without it, the held-out error of the
-//! last iterate moved by ±30 % from one seed to the next for the equilibrium model.
+//! (decay 0.99, `common/train.rs`'s `Average`): without it, one of four seeds of the
+//! equilibrium model ended 36 % above the four seeds' mean, from the noise of the last
+//! steps.
 //!
 //! The equilibrium model is evaluated on as many sets per call as it was trained on
 //! (see [`EVAL_CHUNK`]): in PyG's energy the regulariser's pull on each set's output
