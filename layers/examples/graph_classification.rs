@@ -35,6 +35,8 @@
 mod args;
 #[path = "common/nn.rs"]
 mod nn;
+#[path = "common/train.rs"]
+mod train;
 #[path = "common/tu.rs"]
 mod tu;
 
@@ -44,12 +46,14 @@ use std::time::Instant;
 use rand::seq::SliceRandom;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, StandardNormal};
 use readout_core::{Tape, Tensor, Var};
 use readout_layers::mem_pool::PoolArgs;
 use readout_layers::{Adam, Bound, LayerError, MemPooling, Parameter, Parameters, init};
 
 use args::Args;
 use nn::{leaky_relu, linear};
+use train::{Group, optimiser_step};
 use tu::{Dataset, Graph};
 
 const HELP: &str = "\
@@ -163,11 +167,9 @@ fn synthetic(seed: u64, graphs: usize, noise: f64) -> Dataset {
     }
 }
 
-/// A standard normal draw (Box–Muller).
+/// A standard normal draw.
 fn gauss(rng: &mut ChaCha8Rng) -> f64 {
-    let u1 = 1.0 - rng.random::<f64>();
-    let u2 = rng.random::<f64>();
-    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+    StandardNormal.sample(rng)
 }
 
 /// Graphs concatenated into one disjoint graph, PyG's `Batch`.
@@ -601,9 +603,12 @@ fn real_main(cfg: &Config) -> Result<(), Box<dyn std::error::Error>> {
             let loss = nll(&mut tape, logp, &b.labels)?;
             nll_sum += f64::from(tape.value(loss)?.item());
             let grads = tape.backward(loss)?;
-            net.rest.accumulate(&rest, &grads);
-            adam_rest.step(&mut net.rest);
-            net.rest.zero_grad();
+            let group = Group {
+                params: &mut net.rest,
+                bound: &rest,
+                adam: &mut adam_rest,
+            };
+            optimiser_step(vec![group], &grads);
         }
 
         // One KL step: Σ_batches kl / (training graphs), everything trainable.

@@ -10,4 +10,6 @@ pub(crate) mod layout;
 pub(crate) mod linalg;
 pub(crate) mod reduce;
 pub(crate) mod segment_matmul;
+pub(crate) mod segment_max;
+pub(crate) mod segment_softmax;
 pub(crate) mod softmax;
