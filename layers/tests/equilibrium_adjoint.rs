@@ -129,6 +129,55 @@ fn adjoint_equals_record_and_pyg_on_every_case() {
     assert_eq!(seen, 8, "expected the eight eq_* cases");
 }
 
+/// The fused engine in f32 against PyG's float64 reference, with the parity tool's
+/// metric and tolerance (`max |a − b| / max(1, max |b|) ≤ 1e-4`; the tool itself
+/// checks the recorded path).
+#[test]
+fn adjoint_in_f32_is_within_the_parity_tolerance_of_pyg() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data");
+    let mut worst = (0.0f64, String::new());
+    for mut case in load_cases(dir).unwrap() {
+        if case.layer != LayerKind::Equilibrium {
+            continue;
+        }
+        let layer = layer(&mut case);
+        let seg = match &case.index {
+            Some(i) => Segments::Index(i),
+            None => Segments::One,
+        };
+        let r: Tensor<f32> = case.lossw["out"].cast();
+        let x: Tensor<f32> = case.x.cast();
+        let got = run_on(
+            &layer,
+            &x,
+            seg,
+            case.forward.dim_size,
+            &r,
+            InnerGrad::Adjoint,
+        );
+        let names = layer
+            .parameters()
+            .iter()
+            .map(|p| format!("grad.{}", p.name()));
+        for (k, name) in names.chain(["grad.input.x".to_string()]).enumerate() {
+            let Some(expect) = case.expect.get(name.as_str()) else {
+                continue;
+            };
+            let got: Vec<f64> = got[k + 1].iter().map(|&v| f64::from(v)).collect();
+            let e = rel_err(&got, expect.data());
+            assert!(
+                e <= 1e-4,
+                "{}: {name}: f32 adjoint off PyG by {e:e}",
+                case.name
+            );
+            if e > worst.0 {
+                worst = (e, format!("{} {name}", case.name));
+            }
+        }
+    }
+    println!("worst f32 adjoint error: {:e} ({})", worst.0, worst.1);
+}
+
 /// A layer whose every parameter (LayerNorm affine, `lamb`, `_lr`, `_mom` included) is
 /// drawn from `U(−0.8, 0.8)`, so that no symmetry of PyTorch's initial values hides a
 /// bug.
