@@ -549,6 +549,16 @@ impl<T: Real> Net<'_, T> {
     }
 }
 
+/// Consecutive blocks of a group that one thread runs, with its buffers.
+struct Piece<'p, T> {
+    /// The sorted element its first block starts at.
+    first_row: usize,
+    abar: &'p mut [T],
+    delta: &'p mut [T],
+    partials: &'p mut [Vec<T>],
+    scratch: &'p mut Scratch<T>,
+}
+
 /// Runs the blocks of sorted elements `g0 .. g1` (one group), on several threads when
 /// the work pays for it: each block writes its own rows of `Ā` and `δ` and its own
 /// partial gradient, so the split does not change the result.
@@ -568,23 +578,28 @@ fn run_group<T: Real>(net: &Net<T>, buf: &mut Buffers<T>, g0: usize, g1: usize) 
         .zip(buf.delta[..rows * h].chunks_mut(per * BLOCK_ROWS * h))
         .zip(buf.partials[..blocks].chunks_mut(per))
         .zip(buf.scratch.iter_mut())
-        .enumerate();
-    let run_piece = |(k, (((abar, delta), partials), sc)): (
-        usize,
-        (((&mut [T], &mut [T]), &mut [Vec<T>]), &mut Scratch<T>),
-    )| {
-        let blocks = abar
+        .enumerate()
+        .map(|(k, (((abar, delta), partials), scratch))| Piece {
+            first_row: g0 + k * per * BLOCK_ROWS,
+            abar,
+            delta,
+            partials,
+            scratch,
+        });
+    let run_piece = |piece: Piece<T>| {
+        let blocks = piece
+            .abar
             .chunks_mut(BLOCK_ROWS * h)
-            .zip(delta.chunks_mut(BLOCK_ROWS * h))
-            .zip(partials.iter_mut());
+            .zip(piece.delta.chunks_mut(BLOCK_ROWS * h))
+            .zip(piece.partials.iter_mut());
         for (j, ((abar, delta), hidden)) in blocks.enumerate() {
-            let r0 = g0 + (k * per + j) * BLOCK_ROWS;
             let out = BlockOut {
                 abar,
                 delta,
                 hidden,
             };
-            net.block(sc, yw, vw, r0, out);
+            let r0 = piece.first_row + j * BLOCK_ROWS;
+            net.block(piece.scratch, yw, vw, r0, out);
         }
     };
     #[cfg(feature = "rayon")]
