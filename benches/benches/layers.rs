@@ -10,6 +10,12 @@
 //! samples in flat sampling mode and a measurement time of about 12 calls, so the
 //! whole bench stays in minutes, not hours.
 //!
+//! Besides the reference workloads, a few `EquilibriumAggregation` training shapes of
+//! the benches' own ([`extra_equilibrium_shapes`], ids `eqx_*`, not in
+//! `workloads.json` and not in the report): odd widths, three hidden layers with
+//! `grad_iter` 7, thousands of tiny sets, one large set, a width of 100, no hidden
+//! layer.
+//!
 //! The counting allocator is installed here too: the probe's memory prediction needs
 //! it (it costs two relaxed atomic adds per allocation, for every bench alike).
 
@@ -21,9 +27,10 @@ use std::time::Duration;
 
 use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
 use readout_benches::alloc::CountingAlloc;
-use readout_benches::case::{Prepared, all_specs};
+use readout_benches::case::{Prepared, Spec, all_specs};
 use readout_benches::machine;
 use readout_benches::measure::{self, GIB, Limits};
+use readout_benches::workload::EqSpec;
 use readout_benches::{Mode, Workloads, pool};
 
 #[global_allocator]
@@ -43,7 +50,9 @@ fn bench_layers(c: &mut Criterion) {
         .iter()
         .map(|&t| (t, pool(t).expect("a rayon pool")))
         .collect();
-    for spec in all_specs(&workloads) {
+    let mut specs = all_specs(&workloads);
+    specs.extend(extra_equilibrium_shapes().into_iter().map(Spec::Eq));
+    for spec in specs {
         for mode in Mode::ALL {
             let id = format!("{}/{}", spec.name(), mode.name());
             let est = pools[0]
@@ -73,6 +82,31 @@ fn bench_layers(c: &mut Criterion) {
             g.finish();
         }
     }
+}
+
+/// Shapes beyond the four reference workloads, where a fused engine tuned for them
+/// could still be slow: `(name, in, out, hidden, grad_iter, elements, sets)`.
+fn extra_equilibrium_shapes() -> Vec<EqSpec> {
+    let shapes: [(&str, usize, usize, &[usize], usize, usize, usize); 6] = [
+        ("eqx_odd_widths", 7, 9, &[17, 33], 5, 5_000, 250),
+        ("eqx_deep_iter7", 16, 16, &[32, 32, 32], 7, 2_000, 100),
+        ("eqx_tiny_sets", 16, 16, &[32, 32], 5, 6_000, 3_000),
+        ("eqx_one_large_set", 16, 16, &[64, 64], 5, 50_000, 1),
+        ("eqx_width_100", 9, 100, &[100], 3, 4_000, 200),
+        ("eqx_no_hidden", 32, 32, &[], 10, 20_000, 1_000),
+    ];
+    shapes
+        .iter()
+        .map(|&(name, cin, cout, hidden, iters, n, sets)| EqSpec {
+            name: name.to_string(),
+            in_channels: cin,
+            out_channels: cout,
+            num_layers: hidden.to_vec(),
+            grad_iter: iters,
+            num_elements: n,
+            num_sets: sets,
+        })
+        .collect()
 }
 
 criterion_group!(benches, bench_layers);

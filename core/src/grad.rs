@@ -141,7 +141,10 @@ impl<T: Real> Tape<T> {
         };
         let was_recording = self.set_recording(create_graph);
         let on_path = self.on_paths(output, wrt);
-        let result = self.sweep_rules(output, seed, &on_path);
+        // Only `backward` (eager, every leaf) reads nothing but the leaves' gradients
+        // afterwards, so only there may the other temporaries be freed on the way.
+        let free_dead = !create_graph && wrt.is_none();
+        let result = self.sweep_rules(output, seed, &on_path, free_dead);
         self.set_recording(was_recording);
         result
     }
@@ -174,14 +177,26 @@ impl<T: Real> Tape<T> {
         on
     }
 
+    /// Runs the rules from `output` down. With `free_dead`, a temporary's value goes
+    /// back to the buffer pool as soon as nothing can read it again: the nodes a rule
+    /// creates besides its contributions right after the rule, a node's incoming
+    /// gradient once its rule has run, a partial sum once it has been added to. (A
+    /// recorded sweep keeps everything: its nodes are part of the new graph.) Without
+    /// this, the backward of a recorded inner loop held every intermediate gradient
+    /// until the end, twice the memory of the graph itself.
     fn sweep_rules(
         &mut self,
         output: Var,
         seed: Var,
         on_path: &[bool],
+        free_dead: bool,
     ) -> Result<Vec<Option<Var>>, CoreError> {
         let mut grads: Vec<Option<Var>> = vec![None; output.id() + 1];
         grads[output.id()] = Some(seed);
+        let mut dead = Dead::new(self.nodes.len(), free_dead);
+        if free_dead {
+            self.raise_pool_limit();
+        }
         for id in (0..=output.id()).rev() {
             let Some(g) = grads[id] else { continue };
             let node = &self.nodes[id];
@@ -189,34 +204,96 @@ impl<T: Real> Tape<T> {
                 continue;
             }
             let op = node.op.clone();
+            let before = self.nodes.len();
+            let mut updates: Vec<(Var, Var)> = Vec::new();
             if let Op::Custom(custom) = &op {
                 for (input, c) in custom.run_backward(self, g)? {
                     if on_path[input.id()] {
-                        grads[input.id()] = Some(match grads[input.id()] {
-                            None => c,
-                            Some(old) => self.add(old, c)?,
-                        });
+                        updates.push((input, c));
                     }
                 }
-                continue;
-            }
-            let parents = node.parents;
-            let mut needs = [false; 3];
-            for (i, p) in parents.get().enumerate() {
-                needs[i] = on_path[p.id()];
-            }
-            let contributions = backward_rule(self, Var(id as u32), &op, &parents, needs, g)?;
-            for (i, p) in parents.get().enumerate() {
-                let Some(c) = contributions[i] else { continue };
-                if !needs[i] {
-                    continue;
+            } else {
+                let parents = node.parents;
+                let mut needs = [false; 3];
+                for (i, p) in parents.get().enumerate() {
+                    needs[i] = on_path[p.id()];
                 }
-                grads[p.id()] = Some(match grads[p.id()] {
+                let contributions = backward_rule(self, Var(id as u32), &op, &parents, needs, g)?;
+                for (i, p) in parents.get().enumerate() {
+                    match contributions[i] {
+                        Some(c) if needs[i] => updates.push((p, c)),
+                        _ => {}
+                    }
+                }
+            }
+            if dead.on {
+                // The rule's own intermediates: only its contributions live on.
+                for k in before..self.nodes.len() {
+                    let v = Var(k as u32);
+                    if !updates.iter().any(|&(_, c)| c == v) {
+                        self.free_value(v);
+                    }
+                }
+            }
+            for (p, c) in updates {
+                dead.hold(c);
+                let sum = match grads[p.id()] {
                     None => c,
-                    Some(old) => self.add(old, c)?,
-                });
+                    Some(old) => {
+                        let sum = self.add(old, c)?;
+                        dead.hold(sum);
+                        dead.release(self, old);
+                        dead.release(self, c);
+                        sum
+                    }
+                };
+                grads[p.id()] = Some(sum);
+            }
+            if dead.on {
+                grads[id] = None;
+                dead.release(self, g);
             }
         }
         Ok(grads)
+    }
+}
+
+/// How many gradient slots hold each temporary of an eager `backward` sweep (the nodes
+/// from `start` on), to free a temporary's value when none does.
+struct Dead {
+    on: bool,
+    start: usize,
+    held: Vec<u32>,
+}
+
+impl Dead {
+    fn new(start: usize, on: bool) -> Self {
+        Dead {
+            on,
+            start,
+            held: Vec::new(),
+        }
+    }
+
+    fn hold(&mut self, v: Var) {
+        if !self.on || v.id() < self.start {
+            return;
+        }
+        let k = v.id() - self.start;
+        if self.held.len() <= k {
+            self.held.resize(k + 1, 0);
+        }
+        self.held[k] += 1;
+    }
+
+    fn release<T: Real>(&mut self, tape: &mut Tape<T>, v: Var) {
+        if !self.on || v.id() < self.start {
+            return;
+        }
+        let k = v.id() - self.start;
+        self.held[k] -= 1;
+        if self.held[k] == 0 {
+            tape.free_value(v);
+        }
     }
 }

@@ -236,6 +236,21 @@ impl<T: Real> Tape<T> {
         self.pool.get_mut().release();
     }
 
+    /// Gives the value of node `v` back to the buffer pool, leaving an empty value: for
+    /// temporaries of an eager backward sweep that nothing refers to any more. The
+    /// pool keeps up to what the tape's values held when the sweep started.
+    pub(crate) fn free_value(&mut self, v: Var) {
+        let empty = Tensor::raw(crate::Shape::d1(0), Vec::new());
+        let value = core::mem::replace(&mut self.nodes[v.id()].value, empty);
+        self.pool.get_mut().give(value.into_vec());
+    }
+
+    /// Raises the pool's byte limit to the bytes the nodes' values hold now.
+    pub(crate) fn raise_pool_limit(&mut self) {
+        let held: usize = self.nodes.iter().map(|n| n.value.bytes()).sum();
+        self.pool.get_mut().raise_limit(held);
+    }
+
     /// A buffer of `len` zeros for an op's output, recycled when the tape has one.
     pub(crate) fn buffer(&self, len: usize) -> Vec<T> {
         self.pool.borrow_mut().take(len)

@@ -131,6 +131,16 @@ impl<'p, T: Real> Net<'p, T> {
     }
 }
 
+impl<T: Real> Net<'_, T> {
+    /// An estimate of the floating-point operations per element and inner step: the
+    /// hidden GEMMs forward and backward, and the LayerNorm/tanh row passes.
+    fn flops_per_row(&self) -> usize {
+        let pairs: usize = self.hidden.windows(2).map(|w| w[0] * w[1]).sum();
+        let rows: usize = self.hidden.iter().sum();
+        4 * pairs + 30 * rows + 4 * self.width
+    }
+}
+
 /// Per-block buffers, allocated once per forward (per thread).
 struct Scratch<T> {
     a: Vec<T>,
@@ -309,7 +319,8 @@ pub(crate) fn solve_sorted<T: Real, V: AsRef<[T]>>(
     let mut yw = ws.zeros(sets * h);
     let mut dyw = ws.zeros(sets * h);
     let mut g = vec![T::ZERO; sets * cout];
-    let mut scratch = Scratch::new(&net, n.min(CHUNK), ws);
+    // One scratch per thread that runs blocks; more are made when a group is split.
+    let mut scratch = vec![Scratch::new(&net, n.min(CHUNK), ws)];
     let mut group_da = ws.zeros(n.min(GROUP * CHUNK) * h);
     let mut traj = Trajectory {
         ys: Vec::new(),
@@ -339,7 +350,14 @@ pub(crate) fn solve_sorted<T: Real, V: AsRef<[T]>>(
                 set_of: &sorted.set_of[g0..g1],
                 inv_count: &inv_count,
             };
-            blocks.run(&mut scratch, &mut group_da[..(g1 - g0) * h]);
+            let threads = super::fused::threads_for(
+                (g1 - g0) * net.flops_per_row(),
+                (g1 - g0).div_ceil(CHUNK),
+            );
+            while scratch.len() < threads {
+                scratch.push(Scratch::new(&net, CHUNK.min(n), ws));
+            }
+            blocks.run(&mut scratch[..threads], &mut group_da[..(g1 - g0) * h]);
             // Sum ∂E/∂A into the sets, in element order (the same order whatever the
             // number of threads, so the result does not depend on it).
             for (r, da) in (g0..g1).zip(group_da.chunks_exact(h)) {
@@ -371,7 +389,9 @@ pub(crate) fn solve_sorted<T: Real, V: AsRef<[T]>>(
         }
     }
     traj.ys.push(y);
-    scratch.put_back(ws);
+    for s in scratch {
+        s.put_back(ws);
+    }
     for v in [xw, yw, dyw, group_da] {
         ws.put(v);
     }
@@ -391,24 +411,31 @@ struct Blocks<'a, 'p, T> {
 
 impl<T: Real> Blocks<'_, '_, T> {
     /// Writes `∂E/∂A` of the group's elements to `da`, `[rows, H]`, one block of
-    /// [`CHUNK`] elements at a time; with the `rayon` feature the blocks run in
-    /// parallel, each thread with its own scratch buffers (`scratch` serves the
-    /// calling thread).
-    fn run(&self, scratch: &mut Scratch<T>, da: &mut [T]) {
+    /// [`CHUNK`] elements at a time, split into one run of consecutive blocks per
+    /// scratch of `scratch` (one per thread; with the `rayon` feature they run in
+    /// parallel). Each block writes only its own rows, so the split does not change
+    /// the result.
+    fn run(&self, scratch: &mut [Scratch<T>], da: &mut [T]) {
         let h = self.net.width;
+        let blocks = self.set_of.len().div_ceil(CHUNK);
+        let per = blocks.div_ceil(scratch.len().max(1)).max(1);
+        let pieces = da
+            .chunks_mut(per * CHUNK * h)
+            .zip(scratch.iter_mut())
+            .enumerate();
+        let run_piece = |(k, (out, s)): (usize, (&mut [T], &mut Scratch<T>))| {
+            for (j, out) in out.chunks_mut(CHUNK * h).enumerate() {
+                self.one(s, k * per + j, out);
+            }
+        };
         #[cfg(feature = "rayon")]
-        if rayon::current_num_threads() > 1 && self.set_of.len() > CHUNK {
+        if blocks > per {
             use rayon::prelude::*;
-            let rows = CHUNK.min(self.set_of.len());
-            da.par_chunks_mut(CHUNK * h).enumerate().for_each_init(
-                || Scratch::new(self.net, rows, &mut Workspace::new()),
-                |s, (b, out)| self.one(s, b, out),
-            );
+            let pieces: Vec<_> = pieces.collect();
+            pieces.into_par_iter().for_each(run_piece);
             return;
         }
-        for (b, out) in da.chunks_mut(CHUNK * h).enumerate() {
-            self.one(scratch, b, out);
-        }
+        pieces.for_each(run_piece);
     }
 
     /// Block `b` of the group: `out` gets its `∂E/∂A`.

@@ -28,7 +28,7 @@
 //! | mode | what it is for | memory | outer gradient |
 //! | --- | --- | --- | --- |
 //! | `Eager` ([`EquilibriumAggregation::forward`]) | inference | one block of elements | none |
-//! | `Adjoint` | training | one chunk of elements | PyG's, first order |
+//! | `Adjoint` | training | the trajectory and one group of element blocks | PyG's, first order |
 //! | `Record` | the reference; higher-order derivatives | grows with `grad_iter × N` | PyG's, any order |
 //!
 //! All three hoist the `x` part of every linear map of `[x, y[index]]` out of the loop
@@ -38,6 +38,7 @@
 
 mod adjoint;
 mod eager;
+mod fused;
 mod potential;
 mod workspace;
 
@@ -72,9 +73,10 @@ pub enum InnerGrad {
     /// [`Parameters::bind`] places them).
     Eager,
     /// Computed eagerly in the forward pass; the output's backward rule reverses the
-    /// inner steps with Hessian-vector products on short per-chunk tapes. Gives the same
-    /// gradients as [`InnerGrad::Record`] (first order in the outer loss) with memory
-    /// bounded by one chunk; the gradient cannot itself be differentiated.
+    /// inner steps with Hessian-vector products from a fused, tape-free engine. Gives
+    /// the same gradients as [`InnerGrad::Record`] (first order in the outer loss) with
+    /// memory bounded by the trajectory and one group of element blocks; the gradient
+    /// cannot itself be differentiated.
     Adjoint,
 }
 
