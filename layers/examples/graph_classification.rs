@@ -38,6 +38,7 @@ mod nn;
 #[path = "common/tu.rs"]
 mod tu;
 
+use readout_layers::PygWeights;
 use std::path::PathBuf;
 use std::time::Instant;
 

@@ -29,6 +29,7 @@ mod args;
 #[path = "common/nn.rs"]
 mod nn;
 
+use readout_layers::PygWeights;
 use std::fmt::Write as _;
 use std::io::{IsTerminal, Write as _};
 use std::sync::Mutex;

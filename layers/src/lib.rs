@@ -1,9 +1,10 @@
 //! PyTorch Geometric's `EquilibriumAggregation` and `MemPooling`, on readout's tape.
 //!
 //! Same constructor arguments, parameter names (`state_dict` keys), initialisation and
-//! numbers as PyG 2.8.1; weights load from and save to PyG's safetensors files (`std`
-//! feature: [`StateDict`], [`save_state_dict`], [`save_params`]), and the PyG reference
-//! cases are read by [`Case`] (`std` feature).
+//! numbers as PyG 2.8.1. Parameters live in PyG's modules ([`module`]: `Linear`,
+//! `LayerNorm`, ...; each layer's `params`); weights load from and save to PyG's
+//! safetensors files through [`PygWeights`] (`std` feature: [`StateDict`]), and the PyG
+//! reference cases are read by [`Case`] (`std` feature).
 //!
 //! ```
 //! use readout_layers::{EquilibriumAggregation, Segments};
@@ -28,10 +29,12 @@ pub mod error;
 pub mod init;
 pub mod limits;
 pub mod mem_pool;
+pub mod module;
 pub mod optim;
 pub mod param;
 pub mod raw;
 pub mod segments;
+pub mod weights;
 
 #[cfg(feature = "std")]
 pub mod case;
@@ -39,16 +42,16 @@ pub mod case;
 pub mod json;
 #[cfg(feature = "std")]
 pub mod parity;
-#[cfg(feature = "std")]
-pub mod state_dict;
 
 pub use equilibrium::{EquilibriumAggregation, InnerGrad};
 pub use error::LayerError;
 pub use mem_pool::{Mask, MemPooling, PoolArgs, PoolPath, Pooled};
+pub use module::{LayerNorm, Linear};
 pub use optim::{Adam, Sgd};
 pub use param::{Bound, Parameter, Parameters};
 pub use raw::RawTensor;
 pub use segments::Segments;
+pub use weights::{LoadOptions, Loaded, PygWeights};
 
 #[cfg(feature = "std")]
 pub use case::{
@@ -56,7 +59,7 @@ pub use case::{
     load_cases, relative_error, worst_error,
 };
 #[cfg(feature = "std")]
-pub use state_dict::{
+pub use weights::{
     ParamView, StateDict, save_params, save_params_to_file, save_state_dict,
     save_state_dict_to_file,
 };

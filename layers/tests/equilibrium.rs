@@ -4,6 +4,7 @@
 //! backward agrees with finite differences, and (proptest) the layer is invariant to
 //! permuting elements within sets and equivariant to relabelling the sets.
 
+use readout_layers::PygWeights;
 use std::path::PathBuf;
 
 use proptest::prelude::*;

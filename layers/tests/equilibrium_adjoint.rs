@@ -2,6 +2,7 @@
 //! reference case, in f64.
 
 use readout_core::{Tape, Tensor};
+use readout_layers::PygWeights;
 use readout_layers::{Case, EquilibriumAggregation, InnerGrad, LayerKind, Segments, load_cases};
 
 /// Builds the case's layer with its weights.

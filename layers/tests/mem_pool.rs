@@ -8,6 +8,7 @@ mod common;
 use common::{Rng, rel_err, weighted_sum};
 use readout_core::gradcheck::{GradcheckOptions, check_gradients};
 use readout_core::{CoreError, Tape, Tensor, Var};
+use readout_layers::PygWeights;
 use readout_layers::{LayerError, Mask, MemPooling, PoolArgs, PoolPath};
 
 /// Values of one forward + loss + gradients run in `f64`.
@@ -374,10 +375,10 @@ fn initialisation_follows_pytorch() {
     assert_eq!(shape(0), [4, 6, 7]);
     assert_eq!(shape(1), [4]);
     assert_eq!(shape(2), [5, 7]);
-    assert_eq!(l.pyg_shape("conv.weight"), Some(vec![1, 4, 1, 1]));
-    assert_eq!(l.pyg_shape("k"), Some(vec![4, 6, 7]));
-    assert_eq!(l.pyg_shape("lin.weight"), Some(vec![5, 7]));
-    assert_eq!(l.pyg_shape("lin.bias"), None);
+    let pyg = |i: usize| l.parameters().at(i).pyg_shape().to_vec();
+    assert_eq!(pyg(0), [4, 6, 7]);
+    assert_eq!(pyg(1), [1, 4, 1, 1]);
+    assert_eq!(pyg(2), [5, 7]);
     let within = |i: usize, b: f32| {
         let v = l.parameters().at(i).value().data();
         v.iter().all(|x| x.abs() <= b) && v.iter().any(|x| x.abs() > b / 4.0)

@@ -2,9 +2,10 @@
 //! under PyG's names and shapes (`conv.weight` is `[1, H, 1, 1]` in PyG, `[H]` here),
 //! save back byte-for-byte equal as a state dict, and give PyG's forward output.
 
+use readout_layers::PygWeights;
 use std::path::PathBuf;
 
-use readout_layers::state_dict::{ParamView, save_params};
+use readout_layers::weights::{ParamView, save_params};
 use readout_layers::{
     CaseArgs, LayerError, Mask, MemPooling, PoolArgs, PoolPath, StateDict, load_cases,
 };
@@ -19,7 +20,7 @@ fn load_into(layer: &mut MemPooling, mut sd: StateDict) -> Result<(), LayerError
     let pyg: Vec<Vec<usize>> = layer
         .parameters()
         .iter()
-        .map(|p| layer.pyg_shape(p.name()).unwrap())
+        .map(|p| p.pyg_shape().to_vec())
         .collect();
     for (p, pyg_shape) in layer.parameters_mut().iter_mut().zip(pyg) {
         let shape = p.value().shape().to_vec();
@@ -34,7 +35,7 @@ fn save(layer: &MemPooling) -> Result<Vec<u8>, LayerError> {
     let shapes: Vec<Vec<usize>> = layer
         .parameters()
         .iter()
-        .map(|p| layer.pyg_shape(p.name()).unwrap())
+        .map(|p| p.pyg_shape().to_vec())
         .collect();
     let views: Vec<ParamView<'_>> = layer
         .parameters()
@@ -64,7 +65,7 @@ fn mem_pool_cases_load_save_and_match_pyg() {
         let mut ours: Vec<(String, Vec<usize>)> = layer
             .parameters()
             .iter()
-            .map(|p| (p.name().to_string(), layer.pyg_shape(p.name()).unwrap()))
+            .map(|p| (p.name().to_string(), p.pyg_shape().to_vec()))
             .collect();
         ours.sort();
         let theirs: Vec<(String, Vec<usize>)> = case

@@ -23,11 +23,10 @@ use alloc::vec::Vec;
 use readout_core::{CoreError, CustomBackward, Gradients, Real, Shape, Tape, Tensor, Var};
 use readout_kernels::elementwise::Unary;
 
-use super::eager::{Sorted, Trajectory, solve_sorted, sort_by_set};
+use super::fused::forward::{Sorted, Trajectory, solve_sorted, sort_by_set};
+use super::params::{EquilibriumParams, Sizes};
 use super::workspace::Workspace;
-use super::{ParamIndex, potential};
 use crate::error::LayerError;
-use crate::param::Bound;
 use crate::segments::Layout;
 
 /// Elements per Hessian-vector-product tape.
@@ -44,8 +43,9 @@ const NAME: &str = "EquilibriumAggregation (adjoint)";
 
 /// What the reverse pass needs, kept by the output node.
 struct Adjoint<T> {
-    idx: ParamIndex,
+    sizes: Sizes,
     shapes: Vec<Shape>,
+    /// The parameters' values, in `state_dict` order.
     values: Vec<Vec<T>>,
     sorted: Sorted<T>,
     traj: Trajectory<T>,
@@ -83,26 +83,33 @@ struct Bars<T> {
 /// the adjoint pass.
 pub(crate) fn forward<T: Real>(
     tape: &mut Tape<T>,
-    idx: &ParamIndex,
+    sizes: &Sizes,
     grad_iter: usize,
-    params: &Bound,
+    params: &EquilibriumParams<Var>,
     x: Var,
     layout: &Layout,
 ) -> Result<Var, LayerError> {
-    let shapes: Vec<Shape> = idx.layout().into_iter().map(|(_, s)| s).collect();
-    let values = super::eager::bound_values(tape, params)?;
-    let sorted = sort_by_set(tape.value(x)?.data(), idx.in_channels, layout);
+    let vars = params.clone().into_list();
+    let mut shapes = Vec::with_capacity(vars.len());
+    let mut values = Vec::with_capacity(vars.len());
+    for &v in &vars {
+        let t = tape.value(v)?;
+        shapes.push(t.dims());
+        values.push(t.data().to_vec());
+    }
+    let sorted = sort_by_set(tape.value(x)?.data(), sizes.cin, layout);
     let mut ws = Workspace::new();
-    let mut traj = solve_sorted(idx, &values, grad_iter, &sorted, true, &mut ws);
+    let typed = EquilibriumParams::from_list(sizes, values.iter())?;
+    let mut traj = solve_sorted(sizes, &typed, grad_iter, &sorted, true, &mut ws);
     let y = traj.ys.last().cloned().unwrap_or_default();
     let sets = sorted.ptr.len() - 1;
-    let value = Tensor::from_shape(Shape::d2(sets, idx.out_channels), y)?;
+    let value = Tensor::from_shape(Shape::d2(sets, sizes.cout), y)?;
     // The output y_T is not needed by the reverse pass.
     traj.ys.pop();
-    let mut inputs = params.vars().to_vec();
+    let mut inputs = vars;
     inputs.push(x);
     let rule = Adjoint {
-        idx: idx.clone(),
+        sizes: sizes.clone(),
         shapes,
         values,
         sorted,
@@ -123,12 +130,17 @@ impl<T: Real> CustomBackward<T> for Adjoint<T> {
 
 impl<T: Real> Adjoint<T> {
     fn reverse(&self, ybar_out: &[T]) -> Result<Vec<Option<Tensor<T>>>, LayerError> {
-        let idx = &self.idx;
-        let (cin, cout) = (idx.in_channels, idx.out_channels);
+        let (cin, cout) = (self.sizes.cin, self.sizes.cout);
         let n = self.sorted.set_of.len();
         let sets = self.sorted.ptr.len() - 1;
-        let scalar = |i: usize| self.values[i].first().copied().unwrap_or(T::ZERO);
-        let (lr_raw, mom_raw, lamb_raw) = (scalar(idx.lr()), scalar(idx.mom()), scalar(idx.lamb()));
+        let p = EquilibriumParams::from_list(&self.sizes, self.values.iter())?;
+        let scalar = |v: &Vec<T>| v.first().copied().unwrap_or(T::ZERO);
+        let (lr_raw, mom_raw, lamb_raw) = (
+            scalar(p.optimizer.lr),
+            scalar(p.optimizer.mom),
+            scalar(p.lamb),
+        );
+        let mut lamb_bar = T::ZERO;
         let eta = Unary::Softplus.apply(lr_raw);
         let mu = Unary::Sigmoid.apply(mom_raw);
         let reg = Unary::Softplus.apply(lamb_raw);
@@ -162,15 +174,16 @@ impl<T: Real> Adjoint<T> {
             // regulariser's part is closed form: ∇_y = 2·softplus(λ)/S·y.
             let y_t = &self.traj.ys[t];
             axpy(two * reg * inv_sets, &v, &mut bars.y);
-            bars.theta[idx.lamb()][0] +=
-                two * Unary::Sigmoid.apply(lamb_raw) * inv_sets * dot(y_t, &v);
+            lamb_bar += two * Unary::Sigmoid.apply(lamb_raw) * inv_sets * dot(y_t, &v);
             self.hvp_all(&mut tapes, y_t, &v, &mut bars)?;
             for m in mbar.iter_mut() {
                 *m *= mu;
             }
         }
-        bars.theta[idx.lr()][0] += etabar * Unary::Sigmoid.apply(lr_raw);
-        bars.theta[idx.mom()][0] += mubar * mu * (T::ONE - mu);
+        let theta = EquilibriumParams::from_list(&self.sizes, bars.theta.iter_mut())?;
+        theta.lamb[0] += lamb_bar;
+        theta.optimizer.lr[0] += etabar * Unary::Sigmoid.apply(lr_raw);
+        theta.optimizer.mom[0] += mubar * mu * (T::ONE - mu);
 
         let mut grads = Vec::with_capacity(self.values.len() + 1);
         for (theta, &shape) in bars.theta.into_iter().zip(&self.shapes) {
@@ -195,7 +208,7 @@ impl<T: Real> Adjoint<T> {
         v: &[T],
         bars: &mut Bars<T>,
     ) -> Result<(), LayerError> {
-        let (cin, cout) = (self.idx.in_channels, self.idx.out_channels);
+        let (cin, cout) = (self.sizes.cin, self.sizes.cout);
         let n = self.sorted.set_of.len();
         let chunks: Vec<(usize, usize)> = (0..n)
             .step_by(CHUNK_ROWS)
@@ -234,8 +247,7 @@ impl<T: Real> Adjoint<T> {
         r0: usize,
         r1: usize,
     ) -> Result<ChunkGrads<T>, LayerError> {
-        let idx = &self.idx;
-        let (cin, cout) = (idx.in_channels, idx.out_channels);
+        let (cin, cout) = (self.sizes.cin, self.sizes.cout);
         let set_of = &self.sorted.set_of[r0..r1];
         let (s_lo, s_hi) = (set_of[0], set_of[set_of.len() - 1]);
         let ns = s_hi - s_lo + 1;
@@ -247,7 +259,7 @@ impl<T: Real> Adjoint<T> {
             .zip(&self.shapes)
             .map(|(v, &s)| Tensor::from_shape(s, v.clone()).map(|t| tape.variable(t)))
             .collect::<Result<_, _>>()?;
-        let bound = Bound::from_vars(vars.clone());
+        let params = EquilibriumParams::from_list(&self.sizes, vars.iter().copied())?;
         let x = tape.variable(Tensor::from_shape(
             Shape::d2(rows, cin),
             self.sorted.x[r0 * cin..r1 * cin].to_vec(),
@@ -264,8 +276,8 @@ impl<T: Real> Adjoint<T> {
             .iter()
             .map(|&s| T::ONE / T::from_usize(self.sorted.ptr[s + 1] - self.sorted.ptr[s]))
             .collect();
-        let hoisted = potential::hoist(tape, idx, &bound, x)?;
-        let f = potential::potential(tape, idx, &bound, &hoisted, y_c, &layout)?;
+        let hoisted = params.potential.hoist(tape, x, cin)?;
+        let f = params.potential.forward(tape, &hoisted, y_c, &layout)?;
         let w = tape.constant(Tensor::from_shape(Shape::d2(rows, 1), weights)?);
         let fw = tape.mul(f, w)?;
         let e = tape.sum(fw)?;

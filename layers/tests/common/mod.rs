@@ -3,6 +3,7 @@
 //! the error measure, and a small seeded generator.
 #![allow(dead_code)]
 
+use readout_layers::PygWeights;
 use std::collections::HashMap;
 use std::path::PathBuf;
 

@@ -27,7 +27,7 @@ use readout_kernels::reduce::sum_rows;
 use readout_kernels::rows::softmax_rows;
 use readout_kernels::segment::gather_rows;
 
-use super::plan::Plan;
+use super::super::validate::Plan;
 
 /// Rows per block of the per-node part: the block's `[BLOCK, H·K]` distances stay in
 /// L2 for the layer sizes of the workloads (`H·K` up to a few hundred).

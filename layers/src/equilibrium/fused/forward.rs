@@ -26,8 +26,11 @@ use readout_kernels::elementwise::{Unary, unary};
 use readout_kernels::gemm::{GemmShape, gemm};
 use readout_kernels::rows::{layer_norm_backward_rows, layer_norm_rows};
 
-use super::ParamIndex;
-use super::workspace::Workspace;
+use super::super::params::{EquilibriumParams, Sizes};
+use super::super::workspace::Workspace;
+use crate::error::LayerError;
+use crate::module::LAYER_NORM_EPS;
+use crate::param::Bound;
 use crate::segments::Layout;
 
 /// Elements per block: small enough that a block's activations stay in L2.
@@ -35,7 +38,6 @@ const CHUNK: usize = 128;
 /// Blocks per group: the unit of parallel work between two sequential sums into the
 /// sets (its `∂E/∂A` buffer is `GROUP · CHUNK · H` values).
 const GROUP: usize = 16;
-const LAYER_NORM_EPS: f64 = 1e-5;
 
 /// The potential's weights, laid out for the engine: the input maps are split and
 /// stacked (copied), the other weights are borrowed.
@@ -61,64 +63,62 @@ struct Net<'p, T> {
     w_final: &'p [T],
 }
 
-/// The values of bound parameters, read from the tape.
+/// The values of bound parameters, read from the tape, in their modules.
 pub(crate) fn bound_values<T: Real>(
     tape: &readout_core::Tape<T>,
-    params: &crate::param::Bound,
-) -> Result<Vec<Vec<T>>, crate::error::LayerError> {
+    sizes: &Sizes,
+    params: &Bound,
+) -> Result<EquilibriumParams<Vec<T>>, LayerError> {
     let mut out = Vec::with_capacity(params.vars().len());
     for &v in params.vars() {
         out.push(tape.value(v)?.data().to_vec());
     }
-    Ok(out)
+    EquilibriumParams::from_list(sizes, out)
 }
 
-/// Parameter `i` of `p`, the parameters' values in `state_dict` order (owned vectors
-/// or borrowed slices).
-fn view<T, V: AsRef<[T]>>(p: &[V], i: usize) -> &[T] {
-    p[i].as_ref()
-}
-
-fn scalar<T: Real, V: AsRef<[T]>>(p: &[V], i: usize) -> T {
-    view(p, i).first().copied().unwrap_or(T::ZERO)
+/// The first value of a `[1]` parameter.
+fn scalar<T: Real, V: AsRef<[T]>>(p: &V) -> T {
+    p.as_ref().first().copied().unwrap_or(T::ZERO)
 }
 
 impl<'p, T: Real> Net<'p, T> {
-    fn new<V: AsRef<[T]>>(idx: &ParamIndex, p: &'p [V]) -> Self {
-        let (cin, cout) = (idx.in_channels, idx.out_channels);
+    fn new<V: AsRef<[T]>>(sizes: &Sizes, p: &'p EquilibriumParams<V>) -> Self {
+        let (cin, cout) = (sizes.cin, sizes.cout);
         let c = cin + cout;
-        let l = idx.hidden.len();
-        // The input maps, in column order: the first block's, then every res_trans.
-        let mut maps = vec![idx.first_linear()];
-        maps.extend((0..=l).map(|j| idx.res_trans(j)));
+        let pot = &p.potential;
+        // The input maps, in column order: the first layer's, then every res_trans.
+        let maps = core::iter::once(pot.input_linear()).chain(&pot.res_trans);
         let (mut wx, mut wy, mut b_in, mut offs) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for &(w, b) in &maps {
+        for map in maps {
             offs.push(b_in.len());
-            for row in view(p, w).chunks_exact(c) {
+            for row in map.weight.as_ref().chunks_exact(c) {
                 wx.extend_from_slice(&row[..cin]);
                 wy.extend_from_slice(&row[cin..]);
             }
-            b_in.extend_from_slice(view(p, b));
+            if let Some(b) = &map.bias {
+                b_in.extend_from_slice(b.as_ref());
+            }
         }
         let width = b_in.len();
         let mut lin: Vec<(&[T], &[T])> = vec![(&[], &[])];
-        for i in 1..l {
-            let (w, b) = idx.block_linear(i);
-            lin.push((view(p, w), view(p, b)));
+        for block in pot.blocks.iter().skip(1) {
+            let bias = block.linear.bias.as_ref().map_or(&[][..], AsRef::as_ref);
+            lin.push((block.linear.weight.as_ref(), bias));
         }
-        let norm = (0..l)
-            .map(|i| idx.block_norm(i))
-            .map(|(w, b)| (view(p, w), view(p, b)))
+        let norm = pot
+            .blocks
+            .iter()
+            .map(|b| (b.norm.weight.as_ref(), b.norm.bias.as_ref()))
             .collect();
-        let w_final = if l > 0 {
-            view(p, idx.last_linear().0)
-        } else {
+        let w_final = if pot.blocks.is_empty() {
             &[]
+        } else {
+            pot.out.weight.as_ref()
         };
         Net {
             cin,
             cout,
-            hidden: idx.hidden.clone(),
+            hidden: sizes.hidden.clone(),
             width,
             res_off: offs[1..].to_vec(),
             wx,
@@ -237,35 +237,35 @@ pub(crate) fn sort_by_set<T: Real>(x: &[T], cin: usize, layout: &Layout) -> Sort
 
 /// Runs the inner optimisation with eager gradients and returns `y`, `[S, cout]`.
 pub(crate) fn solve<T: Real, V: AsRef<[T]>>(
-    idx: &ParamIndex,
-    p: &[V],
+    sizes: &Sizes,
+    p: &EquilibriumParams<V>,
     grad_iter: usize,
     x: &[T],
     layout: &Layout,
     ws: &mut Workspace<T>,
 ) -> Vec<T> {
-    let sorted = sort_by_set(x, idx.in_channels, layout);
-    let mut traj = solve_sorted(idx, p, grad_iter, &sorted, false, ws);
+    let sorted = sort_by_set(x, sizes.cin, layout);
+    let mut traj = solve_sorted(sizes, p, grad_iter, &sorted, false, ws);
     traj.ys.pop().unwrap_or_default()
 }
 
 /// The inner optimisation on elements already sorted by set. Keeps every `y_t`, `m_t`
 /// and `g_t` when `keep` is set, else only the final `y`.
 pub(crate) fn solve_sorted<T: Real, V: AsRef<[T]>>(
-    idx: &ParamIndex,
-    p: &[V],
+    sizes: &Sizes,
+    p: &EquilibriumParams<V>,
     grad_iter: usize,
     sorted: &Sorted<T>,
     keep: bool,
     ws: &mut Workspace<T>,
 ) -> Trajectory<T> {
-    let net = Net::<T>::new(idx, p);
+    let net = Net::<T>::new(sizes, p);
     let n = sorted.set_of.len();
     let sets = sorted.ptr.len() - 1;
     let (h, cout) = (net.width, net.cout);
-    let lr = scalar(p, idx.lr());
-    let mom = scalar(p, idx.mom());
-    let lamb = scalar(p, idx.lamb());
+    let lr = scalar(&p.optimizer.lr);
+    let mom = scalar(&p.optimizer.mom);
+    let lamb = scalar(&p.lamb);
     let (lr, mom, reg) = (
         Unary::Softplus.apply(lr),
         Unary::Sigmoid.apply(mom),

@@ -1,0 +1,6 @@
+//! The fused engines: the inner loop's maths written straight over slices, with no
+//! tape. Each step names, in a comment, the tape op(s) of the reference path
+//! ([`super::reference`], [`super::potential`]) it replaces; the tests hold both to
+//! the reference in `f64`.
+
+pub(crate) mod forward;
