@@ -2,6 +2,9 @@
 //! reference case, in f64.
 
 use readout_core::{Tape, Tensor};
+mod common;
+
+use common::rel_err;
 use readout_layers::PygWeights;
 use readout_layers::{Case, EquilibriumAggregation, InnerGrad, LayerKind, Segments, load_cases};
 
@@ -54,15 +57,6 @@ fn run(layer: &EquilibriumAggregation, case: &Case, mode: InnerGrad) -> Vec<Vec<
         );
     }
     out
-}
-
-fn rel_err(a: &[f64], b: &[f64]) -> f64 {
-    let scale = b.iter().fold(1.0f64, |m, v| m.max(v.abs()));
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f64::max)
-        / scale
 }
 
 #[test]

@@ -364,5 +364,7 @@ impl PygWeights for MemPooling {
     }
 }
 
-#[cfg(test)]
+// The fused engine against the tape (it reads private engine results; `std` for the
+// shared error measure).
+#[cfg(all(test, feature = "std"))]
 mod tests;

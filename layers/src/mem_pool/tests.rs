@@ -28,13 +28,9 @@ fn random(dims: &[usize], seed: u64) -> Tensor<f64> {
     Tensor::from_vec(dims, (0..n).map(|_| rng.random_range(-2.0..2.0)).collect()).unwrap()
 }
 
-/// Largest `|a − b| / max(1, |b|)`.
+/// The project's error measure, [`crate::relative_error`].
 fn max_err(a: &[f64], b: &[f64]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(&x, &y)| (x - y).abs() / y.abs().max(1.0))
-        .fold(0.0, f64::max)
+    crate::relative_error(a, b).expect("same lengths").0
 }
 
 /// `(out, S_nodes)` of the fused engine and of the tape, in `f64`.

@@ -1,4 +1,4 @@
-//! PyG weights in and out of the layers: the reference cases' `param.*` tensors load
+//! PyG weights in and out of `EquilibriumAggregation`: the reference cases' `param.*` tensors load
 //! into `EquilibriumAggregation` under PyG's names and shapes, save back unchanged, and
 //! give PyG's forward output.
 
@@ -328,73 +328,4 @@ fn saving_refuses_non_finite_parameters_naming_them() {
     let path = std::env::temp_dir().join(format!("readout-never-{}", std::process::id()));
     assert_eq!(layer.save_state_dict(&path).unwrap_err(), e);
     assert!(!path.exists(), "nothing is written");
-}
-
-/// `MemPooling`: the `mp_*` cases' `param.*` (with `conv.weight` as `[1, H, 1, 1]`)
-/// load, save back unchanged, and give PyG's output; `conv.weight` in readout's own
-/// `[H]` shape is not PyG's and is refused.
-#[test]
-fn mem_pooling_cases_load_save_and_match_pyg() {
-    use readout_layers::{MemPooling, PoolArgs};
-    let mut checked = 0;
-    for case in load_cases(data_dir()).unwrap() {
-        let CaseArgs::MemPooling(a) = &case.args else {
-            continue;
-        };
-        let fresh = MemPooling::new(
-            a.in_channels,
-            a.out_channels,
-            a.heads,
-            a.num_clusters,
-            a.tau,
-        )
-        .unwrap();
-        let layer = fresh.clone().with_state_dict(case.params.clone()).unwrap();
-        let bytes = layer.state_dict_bytes().unwrap();
-        assert_eq!(
-            StateDict::from_bytes(&bytes).unwrap(),
-            case.params,
-            "{}",
-            case.name
-        );
-        if case.mask.is_none() {
-            let mut args = PoolArgs::new();
-            if let Some(b) = &case.batch {
-                args = args.batch(b);
-            }
-            if let Some(n) = case.forward.max_num_nodes {
-                args = args.max_num_nodes(n);
-            }
-            if let Some(b) = case.forward.batch_size {
-                args = args.batch_size(b);
-            }
-            let (out, _) = layer.forward(&case.x, args).unwrap();
-            let (err, at) = case.compare("out", out.data()).unwrap();
-            assert!(err < 1e-4, "{}: out error {err:e} at {at}", case.name);
-        }
-
-        let mut flat = StateDict::new();
-        for n in case.params.names() {
-            let t = case.params.get(n).unwrap();
-            let shape = if n == "conv.weight" {
-                vec![a.heads]
-            } else {
-                t.shape().to_vec()
-            };
-            flat.insert(n, RawTensor::new(n, shape, t.data().to_vec()).unwrap())
-                .unwrap();
-        }
-        let mut untouched = fresh.clone();
-        assert_eq!(
-            untouched.load_state_dict(flat).unwrap_err(),
-            LayerError::WrongShape {
-                name: "conv.weight".into(),
-                expected: vec![1, a.heads, 1, 1],
-                got: vec![a.heads]
-            }
-        );
-        assert_eq!(untouched, fresh);
-        checked += 1;
-    }
-    assert_eq!(checked, 7);
 }
