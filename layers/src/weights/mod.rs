@@ -18,6 +18,7 @@ pub mod state_dict;
 use alloc::string::String;
 use alloc::vec::Vec;
 
+#[cfg(feature = "std")]
 use crate::error::LayerError;
 #[cfg(feature = "std")]
 use crate::param::Parameter;

@@ -17,6 +17,10 @@
 //!
 //! Elements are first sorted by set (a stable permutation). That makes any `index`
 //! a CSR layout, so each block touches a contiguous range of sets.
+//!
+//! The weights come from the typed modules ([`EquilibriumParams`]) by field. Each step
+//! below names the tape op(s) of the reference path (`reference.rs`, `potential.rs`)
+//! it replaces.
 
 use alloc::vec;
 use alloc::vec::Vec;
@@ -278,6 +282,7 @@ pub(crate) fn solve_sorted<T: Real, V: AsRef<[T]>>(
     };
 
     // x·W_xᵀ + b for every input map, once.
+    // Replaces: `InputLinear::hoist` (slice_cols, matmul_with, add) in potential.rs.
     let mut xw = ws.zeros(n * h);
     gemm(
         &GemmShape::with_trans(n, h, net.cin, false, true),
@@ -320,6 +325,7 @@ pub(crate) fn solve_sorted<T: Real, V: AsRef<[T]>>(
         if keep {
             traj.ys.push(y.clone());
         }
+        // YW = y·W_yᵀ. Replaces: matmul_with(y, W_yᵀ) in `InputLinear::apply`.
         gemm(
             &GemmShape::with_trans(sets, h, cout, false, true),
             T::ONE,
@@ -340,6 +346,7 @@ pub(crate) fn solve_sorted<T: Real, V: AsRef<[T]>>(
                 inv_count: &inv_count,
             };
             blocks.run(&mut scratch, &mut group_da[..(g1 - g0) * h]);
+            // Replaces: the backward of `layout.spread` (a scatter-add into the sets).
             // Sum ∂E/∂A into the sets, in element order (the same order whatever the
             // number of threads, so the result does not depend on it).
             for (r, da) in (g0..g1).zip(group_da.chunks_exact(h)) {
@@ -351,6 +358,8 @@ pub(crate) fn solve_sorted<T: Real, V: AsRef<[T]>>(
             g0 = g1;
         }
         // g = ∂E/∂YW · W_y + 2·softplus(λ)/S · y
+        // Replaces: `tape.grad(e, y)` ending in the backward of matmul_with(y, W_yᵀ) and
+        // of `reg` (square, sum_rows, mean, mul) in reference.rs.
         g.copy_from_slice(&y);
         gemm(
             &GemmShape::new(sets, cout, h),
@@ -360,6 +369,8 @@ pub(crate) fn solve_sorted<T: Real, V: AsRef<[T]>>(
             reg_coef,
             &mut g,
         );
+        // Replaces: mul(g, lr), mul(m, mom), sub (neg at step 0), add in
+        // `EquilibriumParams::record` (reference.rs).
         for ((yi, mi), &gi) in y.iter_mut().zip(m.iter_mut()).zip(&g) {
             let delta = lr * gi;
             *mi = if step == 0 { -delta } else { mom * *mi - delta };
@@ -444,6 +455,7 @@ fn block<T: Real>(
     let rows = set_of.len();
     let eps = T::from_f64(LAYER_NORM_EPS);
     // A = XW + YW[set]
+    // Replaces: `InputLinear::apply` (layout.spread, add) for every input map.
     for ((arow, xrow), &s) in sc.a.chunks_exact_mut(h).zip(xw.chunks_exact(h)).zip(set_of) {
         for ((a, &xv), &yv) in arow.iter_mut().zip(xrow).zip(&yw[s * h..(s + 1) * h]) {
             *a = xv + yv;
@@ -454,6 +466,7 @@ fn block<T: Real>(
     let l = net.hidden.len();
     let res_l = net.res_off[l];
     // ∂E/∂F = 1/|set| for each element: F is averaged per set, then summed.
+    // Replaces: the backward of `layout.mean` and `sum` in `energy`.
     for (darow, &s) in da.chunks_exact_mut(h).zip(set_of) {
         darow[res_l] = inv_count[s];
         if l == 0 {
@@ -464,6 +477,8 @@ fn block<T: Real>(
         return;
     }
     // Forward through the blocks, keeping x̂, rstd and tanh outputs.
+    // Replaces: `ResNetPotential::forward` — Linear::forward (matmul_with, add),
+    // LayerNorm::forward (layer_norm), tanh, add(skip) — block by block.
     for i in 0..l {
         let hi = net.hidden[i];
         let pre = &mut sc.dpre[..rows * hi];
@@ -517,6 +532,8 @@ fn block<T: Real>(
         }
     }
     // Backward: dz = ∂E/∂F ⊗ w_final, then through the blocks in reverse.
+    // Replaces: the backward rules of those ops (matmul, add, tanh, layer_norm) that
+    // `tape.grad` records.
     let hl = net.hidden[l - 1];
     for (dzrow, &s) in sc.dz[..rows * hl].chunks_exact_mut(hl).zip(set_of) {
         for (d, &w) in dzrow.iter_mut().zip(net.w_final) {
