@@ -14,6 +14,7 @@
 //!   parameter's gradient.
 
 use readout_core::{Tape, Tensor, Var};
+use readout_layers::PygWeights;
 use readout_layers::{
     Bound, EquilibriumAggregation, InnerGrad, LayerError, MemPooling, Parameters, PoolArgs,
     Segments,

@@ -5,6 +5,7 @@
 //! finite inputs and parameters in a sane range, outputs and gradients are finite.
 #![no_main]
 
+use readout_layers::PygWeights;
 use libfuzzer_sys::fuzz_target;
 use readout_core::{Tape, Tensor};
 use readout_fuzz::{Draw, all_finite};

@@ -13,6 +13,7 @@
 //! See `fuzz/README.md` for why the bound is what it is.
 #![no_main]
 
+use readout_layers::PygWeights;
 use libfuzzer_sys::fuzz_target;
 use readout_core::{Real, Tape, Tensor};
 use readout_fuzz::Draw;

@@ -4,6 +4,7 @@
 //! panic. A file that loads saves back to bytes that load to the same state dict.
 #![no_main]
 
+use readout_layers::PygWeights;
 use libfuzzer_sys::fuzz_target;
 use readout_fuzz::Draw;
 use readout_layers::{
@@ -57,7 +58,7 @@ fn load(bytes: &[u8]) {
         let mut sd = sd;
         let mut names: Vec<(String, Vec<usize>, Vec<usize>)> = Vec::new();
         for p in pool.parameters().iter() {
-            let pyg = pool.pyg_shape(p.name()).expect("own key");
+            let pyg = p.pyg_shape().to_vec();
             names.push((p.name().to_string(), pyg, p.value().shape().to_vec()));
         }
         for (i, (name, pyg, shape)) in names.iter().enumerate() {
@@ -124,7 +125,7 @@ fn mutate_valid(d: &mut Draw) -> Vec<u8> {
         let shapes: Vec<Vec<usize>> = pool
             .parameters()
             .iter()
-            .map(|p| pool.pyg_shape(p.name()).expect("own key"))
+            .map(|p| p.pyg_shape().to_vec())
             .collect();
         let views: Vec<ParamView<'_>> = pool
             .parameters()

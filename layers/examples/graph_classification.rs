@@ -40,6 +40,7 @@ mod train;
 #[path = "common/tu.rs"]
 mod tu;
 
+use readout_layers::PygWeights;
 use std::path::PathBuf;
 use std::time::Instant;
 

@@ -75,6 +75,7 @@ mod plot;
 #[path = "common/train.rs"]
 mod train;
 
+use readout_layers::PygWeights;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -18,7 +18,7 @@ use readout_kernels::Real;
 use crate::error::LayerError;
 use crate::json::{self, Json};
 use crate::raw::RawTensor;
-use crate::state_dict::{
+use crate::weights::state_dict::{
     StateDict, decode_bool, decode_f32_only, decode_f64, decode_i64, parse, read_file,
 };
 use readout_core::Tensor;

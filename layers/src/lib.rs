@@ -1,9 +1,10 @@
 //! PyTorch Geometric's `EquilibriumAggregation` and `MemPooling`, on readout's tape.
 //!
 //! Same constructor arguments, parameter names (`state_dict` keys), initialisation and
-//! numbers as PyG 2.8.1; weights load from and save to PyG's safetensors files
-//! ([`StateDict`], [`save_state_dict`], [`save_params`]), and the PyG reference cases
-//! are read by [`Case`] (`std` feature).
+//! numbers as PyG 2.8.1. Parameters live in PyG's modules ([`module`]: `Linear`,
+//! `LayerNorm`, ...; each layer's `params`); weights load from and save to PyG's
+//! safetensors files through [`PygWeights`] and [`StateDict`], and the PyG
+//! reference cases are read by [`Case`] (`std` feature).
 //!
 //! Without the default `std` feature the crate is `no_std` + `alloc` (bare-metal
 //! targets such as `thumbv7em-none-eabihf`): both layers' forwards, training on the
@@ -36,11 +37,12 @@ pub mod error;
 pub mod init;
 pub mod limits;
 pub mod mem_pool;
+pub mod module;
 pub mod optim;
 pub mod param;
 pub mod raw;
 pub mod segments;
-pub mod state_dict;
+pub mod weights;
 
 #[cfg(feature = "std")]
 pub mod case;
@@ -52,16 +54,18 @@ pub mod parity;
 pub use equilibrium::{EquilibriumAggregation, InnerGrad};
 pub use error::LayerError;
 pub use mem_pool::{Mask, MemPooling, PoolArgs, PoolPath, Pooled};
+pub use module::{LayerNorm, Linear};
 pub use optim::{Adam, Sgd};
 pub use param::{Bound, Parameter, Parameters};
 pub use raw::RawTensor;
 pub use segments::Segments;
+pub use weights::{LoadOptions, Loaded, PygWeights};
 
 #[cfg(feature = "std")]
 pub use case::{
     Case, CaseArgs, CaseMask, EquilibriumArgs, ForwardArgs, LayerKind, MemPoolingArgs, Worst,
     load_cases, relative_error, worst_error,
 };
-pub use state_dict::{ParamView, StateDict, save_params, save_state_dict};
+pub use weights::{ParamView, StateDict, save_params, save_state_dict};
 #[cfg(feature = "std")]
-pub use state_dict::{save_params_to_file, save_state_dict_to_file};
+pub use weights::{save_params_to_file, save_state_dict_to_file};

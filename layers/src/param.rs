@@ -6,7 +6,6 @@ use alloc::vec::Vec;
 use readout_core::{Gradients, Real, Tape, Tensor, Var};
 
 use crate::error::LayerError;
-use crate::state_dict::{ParamView, StateDict, save_params};
 
 /// A named, trainable tensor and its accumulated gradient. Names are PyG's
 /// `state_dict` keys (`potential.layers.0.0.weight`, `k`, `lin.weight`, ...).
@@ -15,6 +14,9 @@ pub struct Parameter {
     name: String,
     value: Tensor<f32>,
     grad: Tensor<f32>,
+    /// The shape PyG stores it under, where readout keeps a lower-rank view of the
+    /// same values (`MemPooling`'s `conv.weight`: `[1, H, 1, 1]` in PyG, `[H]` here).
+    pyg_shape: Option<Vec<usize>>,
 }
 
 impl Parameter {
@@ -25,7 +27,32 @@ impl Parameter {
             name: name.into(),
             value,
             grad,
+            pyg_shape: None,
         }
+    }
+
+    /// A parameter that PyG stores under another shape with the same values
+    /// (`pyg_shape` must hold as many elements as `value`; the modules that use this
+    /// build both from the same sizes).
+    pub(crate) fn with_pyg_shape(
+        name: impl Into<String>,
+        value: Tensor<f32>,
+        pyg_shape: Vec<usize>,
+    ) -> Self {
+        debug_assert_eq!(pyg_shape.iter().product::<usize>(), value.numel());
+        Parameter {
+            pyg_shape: Some(pyg_shape),
+            ..Parameter::new(name, value)
+        }
+    }
+
+    /// The shape of this tensor in PyG's `state_dict`: its own shape, except where
+    /// readout keeps a lower-rank view (`MemPooling`'s `conv.weight`, `[1, H, 1, 1]`
+    /// in PyG and `[H]` here).
+    pub fn pyg_shape(&self) -> &[usize] {
+        self.pyg_shape
+            .as_deref()
+            .unwrap_or_else(|| self.value.shape())
     }
 
     /// Its `state_dict` key.
@@ -112,12 +139,12 @@ impl Parameters {
     }
 
     /// Every parameter.
-    pub fn iter(&self) -> impl Iterator<Item = &Parameter> {
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &Parameter> {
         self.list.iter()
     }
 
     /// Every parameter, mutable (for optimisers).
-    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Parameter> {
+    pub fn iter_mut(&mut self) -> impl ExactSizeIterator<Item = &mut Parameter> {
         self.list.iter_mut()
     }
 
@@ -176,6 +203,34 @@ impl Parameters {
         Bound { vars }
     }
 
+    /// Checks that `bound` holds one handle per parameter, each with the parameter's
+    /// shape (handles placed by [`Bound::from_vars`] may come from anywhere).
+    ///
+    /// # Errors
+    /// [`LayerError::LengthMismatch`] named `params` for another count,
+    /// [`LayerError::WrongShape`] naming the parameter whose handle has another shape,
+    /// [`LayerError::Core`] for a handle the tape does not hold.
+    pub fn check_bound<T: Real>(&self, tape: &Tape<T>, bound: &Bound) -> Result<(), LayerError> {
+        if bound.vars.len() != self.list.len() {
+            return Err(LayerError::LengthMismatch {
+                name: "params".into(),
+                expected: self.list.len(),
+                got: bound.vars.len(),
+            });
+        }
+        for (p, &v) in self.list.iter().zip(&bound.vars) {
+            let got = tape.value(v)?.shape();
+            if got != p.value.shape() {
+                return Err(LayerError::WrongShape {
+                    name: p.name.clone(),
+                    expected: p.value.shape().to_vec(),
+                    got: got.to_vec(),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Adds the gradients of a backward pass to the parameters' gradients.
     pub fn accumulate<T: Real>(&mut self, bound: &Bound, grads: &Gradients<T>) {
         for (p, &v) in self.list.iter_mut().zip(&bound.vars) {
@@ -200,90 +255,5 @@ impl Parameters {
             .iter()
             .map(|p| (p.name.as_str(), &p.value))
             .collect()
-    }
-}
-
-/// PyG weights in and out, for any layer (as bytes; no `std` needed).
-///
-/// A layer's parameters are kept under PyG's `state_dict` keys, so loading and saving
-/// only needs, for each parameter, the shape PyG stores it with. That is the
-/// parameter's own shape except where readout keeps a lower-rank view of a PyG tensor
-/// (`MemPooling`'s `conv.weight`: `[1, H, 1, 1]` in PyG, `[H]` here); the `*_shaped`
-/// variants take that mapping as a function.
-impl Parameters {
-    /// Replaces every parameter's value by the tensor of the same key in `state_dict`,
-    /// which must hold exactly these keys with these shapes — PyG's
-    /// `model.load_state_dict(sd)` with `strict=True`.
-    ///
-    /// All or nothing: every tensor is checked before any value changes, so on error
-    /// the parameters are untouched. Gradients are kept.
-    ///
-    /// # Errors
-    /// As [`load_shaped`](Self::load_shaped).
-    pub fn load(&mut self, state_dict: StateDict) -> Result<(), LayerError> {
-        self.load_shaped(state_dict, |p| p.value().shape().to_vec())
-    }
-
-    /// [`load`](Self::load) where parameter `p` is stored in the file with PyG's shape
-    /// `pyg_shape(p)` (same element count as `p`), e.g. `[1, H, 1, 1]` for a `[H]`
-    /// parameter.
-    ///
-    /// # Errors
-    /// [`LayerError::MissingTensor`] naming the first parameter the file lacks;
-    /// [`LayerError::WrongShape`] naming a tensor whose shape is not PyG's;
-    /// [`LayerError::UnexpectedTensors`] listing the tensors no parameter takes;
-    /// [`LayerError::InvalidArgument`] when `pyg_shape(p)` has another element count
-    /// than `p`. (Wrong element types and non-finite values are refused when the
-    /// [`StateDict`] is read: [`LayerError::WrongDtype`], [`LayerError::NonFinite`].)
-    pub fn load_shaped(
-        &mut self,
-        mut state_dict: StateDict,
-        pyg_shape: impl Fn(&Parameter) -> Vec<usize>,
-    ) -> Result<(), LayerError> {
-        let mut values = Vec::with_capacity(self.list.len());
-        for p in &self.list {
-            let shape = pyg_shape(p);
-            values.push(state_dict.take_reshaped(&p.name, &shape, p.value.shape())?);
-        }
-        state_dict.finish()?;
-        for (p, v) in self.list.iter_mut().zip(values) {
-            p.value = v;
-        }
-        Ok(())
-    }
-
-    /// The parameters as a safetensors buffer that PyG loads with
-    /// `model.load_state_dict(safetensors.torch.load_file(path))`: one little-endian
-    /// `F32` tensor per parameter, under its `state_dict` key and with its own shape.
-    ///
-    /// # Errors
-    /// As [`to_bytes_shaped`](Self::to_bytes_shaped).
-    pub fn to_bytes(&self) -> Result<Vec<u8>, LayerError> {
-        self.to_bytes_shaped(|p| p.value().shape().to_vec())
-    }
-
-    /// [`to_bytes`](Self::to_bytes) with parameter `p` written under PyG's shape
-    /// `pyg_shape(p)` (same element count).
-    ///
-    /// # Errors
-    /// [`LayerError::NonFinite`] naming a parameter that holds a NaN or an infinity
-    /// (such a checkpoint would not load back); [`LayerError::LengthMismatch`] naming a
-    /// parameter whose `pyg_shape` has another element count.
-    pub fn to_bytes_shaped(
-        &self,
-        pyg_shape: impl Fn(&Parameter) -> Vec<usize>,
-    ) -> Result<Vec<u8>, LayerError> {
-        let shapes: Vec<Vec<usize>> = self.list.iter().map(&pyg_shape).collect();
-        let views: Vec<ParamView<'_>> = self
-            .list
-            .iter()
-            .zip(&shapes)
-            .map(|(p, s)| ParamView {
-                name: &p.name,
-                shape: s,
-                data: p.value.data(),
-            })
-            .collect();
-        save_params(&views)
     }
 }

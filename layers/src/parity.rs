@@ -41,7 +41,8 @@ use crate::mem_pool::{Mask, MemPooling, PoolArgs, PoolPath};
 use crate::param::{Bound, Parameters};
 use crate::raw::RawTensor;
 use crate::segments::Segments;
-use crate::state_dict::{ParamView, save_params};
+use crate::weights::PygWeights;
+use crate::weights::state_dict::{ParamView, save_params};
 
 /// The error (in the fixtures' measure) at or below which a case passes.
 pub const TOLERANCE: f64 = 1e-4;

@@ -10,6 +10,10 @@ use proptest::prelude::*;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use readout_core::{Real, Tape, Tensor};
+mod common;
+
+use common::rel_err;
+use readout_layers::PygWeights;
 use readout_layers::{Case, EquilibriumAggregation, InnerGrad, LayerKind, Segments, load_cases};
 
 /// Builds the case's layer with its weights.
@@ -74,15 +78,6 @@ fn run(layer: &EquilibriumAggregation, case: &Case, mode: InnerGrad) -> Vec<Vec<
     };
     let r = case.lossw["out"].cast();
     run_on(layer, &case.x.cast(), seg, case.forward.dim_size, &r, mode)
-}
-
-fn rel_err(a: &[f64], b: &[f64]) -> f64 {
-    let scale = b.iter().fold(1.0f64, |m, v| m.max(v.abs()));
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f64::max)
-        / scale
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! one finding with the smallest input that showed it.
 
 use readout_core::{Tape, Tensor};
+use readout_layers::PygWeights;
 use readout_layers::limits::{MAX_ELEMENTS, MAX_GRAD_ITER};
 use readout_layers::{
     EquilibriumAggregation, InnerGrad, LayerError, Mask, MemPooling, PoolArgs, PoolPath, Segments,

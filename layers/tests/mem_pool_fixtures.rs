@@ -6,6 +6,7 @@ mod common;
 
 use common::{Case, rel_err, weighted_sum};
 use readout_core::{Tape, Tensor};
+use readout_layers::PygWeights;
 use readout_layers::{Mask, PoolArgs, PoolPath};
 
 const TOL: f64 = 1e-4;

@@ -2,47 +2,15 @@
 //! under PyG's names and shapes (`conv.weight` is `[1, H, 1, 1]` in PyG, `[H]` here),
 //! save back byte-for-byte equal as a state dict, and give PyG's forward output.
 
+use readout_layers::PygWeights;
 use std::path::PathBuf;
 
-use readout_layers::state_dict::{ParamView, save_params};
 use readout_layers::{
-    CaseArgs, LayerError, Mask, MemPooling, PoolArgs, PoolPath, StateDict, load_cases,
+    CaseArgs, LayerError, Mask, MemPooling, PoolArgs, PoolPath, RawTensor, StateDict, load_cases,
 };
 
 fn data_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data")
-}
-
-/// Loads a PyG state dict into the layer: every key with PyG's shape, nothing left.
-#[allow(clippy::result_large_err)]
-fn load_into(layer: &mut MemPooling, mut sd: StateDict) -> Result<(), LayerError> {
-    let pyg: Vec<Vec<usize>> = layer
-        .parameters()
-        .iter()
-        .map(|p| layer.pyg_shape(p.name()).unwrap())
-        .collect();
-    for (p, pyg_shape) in layer.parameters_mut().iter_mut().zip(pyg) {
-        let shape = p.value().shape().to_vec();
-        let name = p.name().to_string();
-        p.set_value(sd.take_reshaped(&name, &pyg_shape, &shape)?)?;
-    }
-    sd.finish()
-}
-
-#[allow(clippy::result_large_err)]
-fn save(layer: &MemPooling) -> Result<Vec<u8>, LayerError> {
-    let shapes: Vec<Vec<usize>> = layer
-        .parameters()
-        .iter()
-        .map(|p| layer.pyg_shape(p.name()).unwrap())
-        .collect();
-    let views: Vec<ParamView<'_>> = layer
-        .parameters()
-        .iter()
-        .zip(&shapes)
-        .map(|(p, s)| ParamView::with_shape(p.name(), s, p.value()))
-        .collect();
-    save_params(&views)
 }
 
 #[test]
@@ -64,7 +32,7 @@ fn mem_pool_cases_load_save_and_match_pyg() {
         let mut ours: Vec<(String, Vec<usize>)> = layer
             .parameters()
             .iter()
-            .map(|p| (p.name().to_string(), layer.pyg_shape(p.name()).unwrap()))
+            .map(|p| (p.name().to_string(), p.pyg_shape().to_vec()))
             .collect();
         ours.sort();
         let theirs: Vec<(String, Vec<usize>)> = case
@@ -74,8 +42,8 @@ fn mem_pool_cases_load_save_and_match_pyg() {
             .collect();
         assert_eq!(ours, theirs, "{}", case.name);
 
-        load_into(&mut layer, case.params.clone()).unwrap();
-        let bytes = save(&layer).unwrap();
+        layer.load_state_dict(case.params.clone()).unwrap();
+        let bytes = layer.state_dict_bytes().unwrap();
         assert_eq!(
             StateDict::from_bytes(&bytes).unwrap(),
             case.params,
@@ -122,7 +90,7 @@ fn a_file_for_another_configuration_is_refused() {
         .unwrap();
     // Four heads instead of three: k and conv.weight are misshapen.
     let mut layer = MemPooling::new(4, 8, 4, 2, 1.0).unwrap();
-    let e = load_into(&mut layer, case.params.clone()).unwrap_err();
+    let e = layer.load_state_dict(case.params.clone()).unwrap_err();
     assert!(
         matches!(&e, LayerError::WrongShape { name, .. } if name == "k"),
         "{e}"
@@ -134,6 +102,49 @@ fn a_file_for_another_configuration_is_refused() {
         .find(|c| c.name == "eq_two_sets")
         .unwrap();
     let mut layer = MemPooling::new(4, 8, 3, 2, 1.0).unwrap();
-    let e = load_into(&mut layer, eq.params.clone()).unwrap_err();
+    let e = layer.load_state_dict(eq.params.clone()).unwrap_err();
     assert_eq!(e, LayerError::MissingTensor { name: "k".into() });
+}
+
+/// `conv.weight` in readout's own `[H]` shape is not PyG's `[1, H, 1, 1]`: refused,
+/// and nothing changes.
+#[test]
+fn conv_weight_in_readouts_own_shape_is_refused() {
+    let mut checked = 0;
+    for case in load_cases(data_dir()).unwrap() {
+        let CaseArgs::MemPooling(a) = &case.args else {
+            continue;
+        };
+        let fresh = MemPooling::new(
+            a.in_channels,
+            a.out_channels,
+            a.heads,
+            a.num_clusters,
+            a.tau,
+        )
+        .unwrap();
+        let mut flat = StateDict::new();
+        for n in case.params.names() {
+            let t = case.params.get(n).unwrap();
+            let shape = if n == "conv.weight" {
+                vec![a.heads]
+            } else {
+                t.shape().to_vec()
+            };
+            flat.insert(n, RawTensor::new(n, shape, t.data().to_vec()).unwrap())
+                .unwrap();
+        }
+        let mut untouched = fresh.clone();
+        assert_eq!(
+            untouched.load_state_dict(flat).unwrap_err(),
+            LayerError::WrongShape {
+                name: "conv.weight".into(),
+                expected: vec![1, a.heads, 1, 1],
+                got: vec![a.heads]
+            }
+        );
+        assert_eq!(untouched, fresh);
+        checked += 1;
+    }
+    assert_eq!(checked, 7);
 }

@@ -11,6 +11,7 @@
 
 use proptest::prelude::*;
 use readout_core::Tensor;
+use readout_layers::PygWeights;
 use readout_layers::{MemPooling, PoolArgs, PoolPath};
 
 /// A deterministic generator for test data (splitmix64).

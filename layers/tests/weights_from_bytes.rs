@@ -6,6 +6,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use readout_layers::PygWeights;
 use readout_layers::{
     Case, CaseArgs, EquilibriumAggregation, LayerError, MemPooling, Parameters, StateDict,
 };

@@ -22,7 +22,7 @@ use core::fmt;
 use cortex_m_rt::{ExceptionFrame, entry, exception};
 use cortex_m_semihosting::{debug, hprintln};
 use readout_layers::{
-    EquilibriumAggregation, LayerError, MemPooling, PoolArgs, Segments, StateDict,
+    EquilibriumAggregation, LayerError, MemPooling, PoolArgs, PygWeights, Segments, StateDict,
 };
 
 use fixture::{Fixture, worst_error};

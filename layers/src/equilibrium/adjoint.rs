@@ -24,20 +24,20 @@ use alloc::vec::Vec;
 use readout_core::{CoreError, CustomBackward, Real, Shape, Tape, Tensor, Var};
 use readout_kernels::elementwise::Unary;
 
-use super::ParamIndex;
-use super::eager::{Sorted, Trajectory, solve_sorted, sort_by_set};
+use super::fused::forward::{Sorted, Trajectory, solve_sorted, sort_by_set};
 use super::fused::hvp::{HvpEngine, LinearRef, NormRef, PotentialRef};
+use super::params::{EquilibriumParams, ResNetPotential, Sizes};
 use super::workspace::Workspace;
 use crate::error::LayerError;
-use crate::param::Bound;
 use crate::segments::Layout;
 
 const NAME: &str = "EquilibriumAggregation (adjoint)";
 
 /// What the reverse pass needs, kept by the output node.
 struct Adjoint<T> {
-    idx: ParamIndex,
+    sizes: Sizes,
     shapes: Vec<Shape>,
+    /// The parameters' values, in `state_dict` order.
     values: Vec<Vec<T>>,
     sorted: Sorted<T>,
     traj: Trajectory<T>,
@@ -64,45 +64,34 @@ fn axpy<T: Real>(alpha: T, x: &[T], y: &mut [T]) {
     }
 }
 
-/// The `(weight, bias)` positions of the potential's modules in `state_dict` order,
-/// in [`PotentialRef`]'s structure: linears, norms, `res_trans`.
-type ModuleIndex = (
-    Vec<(usize, usize)>,
-    Vec<(usize, usize)>,
-    Vec<(usize, usize)>,
-);
-
-fn module_index(idx: &ParamIndex) -> ModuleIndex {
-    let l = idx.hidden.len();
-    let mut linears = vec![idx.first_linear()];
-    linears.extend((1..l).map(|i| idx.block_linear(i)));
-    if l > 0 {
-        linears.push(idx.last_linear());
-    }
-    let norms = (0..l).map(|i| idx.block_norm(i)).collect();
-    let res = (0..=l).map(|j| idx.res_trans(j)).collect();
-    (linears, norms, res)
-}
-
-/// The potential's weights as slices of `values` (parameters in `state_dict` order).
-fn potential_ref<'v, T>(idx: &ParamIndex, values: &'v [Vec<T>]) -> PotentialRef<'v, T> {
-    let (linears, norms, res) = module_index(idx);
-    let lin = |&(w, b): &(usize, usize)| LinearRef {
-        weight: &values[w][..],
-        bias: &values[b][..],
+/// The potential's weights as slices, in [`PotentialRef`]'s structure: every block's
+/// linear then the final `Linear(→ 1)`, the blocks' norms, the `res_trans` skips.
+fn potential_ref<'v, T>(sizes: &Sizes, p: &EquilibriumParams<&'v Vec<T>>) -> PotentialRef<'v, T> {
+    let lin = |l: &crate::module::Linear<&'v Vec<T>>| LinearRef {
+        weight: &l.weight[..],
+        // Every linear of the potential has a bias (PyG's `Linear(..., bias=True)`).
+        bias: l.bias.map_or(&[][..], |b| &b[..]),
     };
+    let potential = &p.potential;
     PotentialRef {
-        in_channels: idx.in_channels,
-        out_channels: idx.out_channels,
-        linears: linears.iter().map(lin).collect(),
-        norms: norms
+        in_channels: sizes.cin,
+        out_channels: sizes.cout,
+        linears: potential
+            .blocks
             .iter()
-            .map(|&(w, b)| NormRef {
-                weight: &values[w][..],
-                bias: &values[b][..],
+            .map(|b| &b.linear)
+            .chain(core::iter::once(&potential.out))
+            .map(lin)
+            .collect(),
+        norms: potential
+            .blocks
+            .iter()
+            .map(|b| NormRef {
+                weight: &b.norm.weight[..],
+                bias: &b.norm.bias[..],
             })
             .collect(),
-        res_trans: res.iter().map(lin).collect(),
+        res_trans: potential.res_trans.iter().map(lin).collect(),
     }
 }
 
@@ -110,26 +99,33 @@ fn potential_ref<'v, T>(idx: &ParamIndex, values: &'v [Vec<T>]) -> PotentialRef<
 /// the adjoint pass.
 pub(crate) fn forward<T: Real>(
     tape: &mut Tape<T>,
-    idx: &ParamIndex,
+    sizes: &Sizes,
     grad_iter: usize,
-    params: &Bound,
+    params: &EquilibriumParams<Var>,
     x: Var,
     layout: &Layout,
 ) -> Result<Var, LayerError> {
-    let shapes: Vec<Shape> = idx.layout().into_iter().map(|(_, s)| s).collect();
-    let values = super::eager::bound_values(tape, params)?;
-    let sorted = sort_by_set(tape.value(x)?.data(), idx.in_channels, layout);
+    let vars = params.clone().into_list();
+    let mut shapes = Vec::with_capacity(vars.len());
+    let mut values = Vec::with_capacity(vars.len());
+    for &v in &vars {
+        let t = tape.value(v)?;
+        shapes.push(t.dims());
+        values.push(t.data().to_vec());
+    }
+    let sorted = sort_by_set(tape.value(x)?.data(), sizes.cin, layout);
     let mut ws = Workspace::new();
-    let mut traj = solve_sorted(idx, &values, grad_iter, &sorted, true, &mut ws);
+    let typed = EquilibriumParams::from_list(sizes, values.iter())?;
+    let mut traj = solve_sorted(sizes, &typed, grad_iter, &sorted, true, &mut ws);
     let y = traj.ys.last().cloned().unwrap_or_default();
     let sets = sorted.ptr.len() - 1;
-    let value = Tensor::from_shape(Shape::d2(sets, idx.out_channels), y)?;
+    let value = Tensor::from_shape(Shape::d2(sets, sizes.cout), y)?;
     // The output y_T is not needed by the reverse pass.
     traj.ys.pop();
-    let mut inputs = params.vars().to_vec();
+    let mut inputs = vars;
     inputs.push(x);
     let rule = Adjoint {
-        idx: idx.clone(),
+        sizes: sizes.clone(),
         shapes,
         values,
         sorted,
@@ -150,12 +146,17 @@ impl<T: Real> CustomBackward<T> for Adjoint<T> {
 
 impl<T: Real> Adjoint<T> {
     fn reverse(&self, ybar_out: &[T]) -> Result<Vec<Option<Tensor<T>>>, LayerError> {
-        let idx = &self.idx;
-        let (cin, cout) = (idx.in_channels, idx.out_channels);
+        let (cin, cout) = (self.sizes.cin, self.sizes.cout);
         let n = self.sorted.set_of.len();
         let sets = self.sorted.ptr.len() - 1;
-        let scalar = |i: usize| self.values[i].first().copied().unwrap_or(T::ZERO);
-        let (lr_raw, mom_raw, lamb_raw) = (scalar(idx.lr()), scalar(idx.mom()), scalar(idx.lamb()));
+        let p = EquilibriumParams::from_list(&self.sizes, self.values.iter())?;
+        let scalar = |v: &Vec<T>| v.first().copied().unwrap_or(T::ZERO);
+        let (lr_raw, mom_raw, lamb_raw) = (
+            scalar(p.optimizer.lr),
+            scalar(p.optimizer.mom),
+            scalar(p.lamb),
+        );
+        let mut lamb_bar = T::ZERO;
         let eta = Unary::Softplus.apply(lr_raw);
         let mu = Unary::Sigmoid.apply(mom_raw);
         let reg = Unary::Softplus.apply(lamb_raw);
@@ -170,7 +171,7 @@ impl<T: Real> Adjoint<T> {
         let mut mbar = vec![T::ZERO; sets * cout];
         let (mut mubar, mut etabar) = (T::ZERO, T::ZERO);
         let two = T::from_f64(2.0);
-        let weights = potential_ref(idx, &self.values);
+        let weights = potential_ref(&self.sizes, &p);
         let s = &self.sorted;
         let mut engine = HvpEngine::new(&weights, &s.x, &s.set_of, &s.ptr);
         for t in (0..self.traj.gs.len()).rev() {
@@ -186,25 +187,37 @@ impl<T: Real> Adjoint<T> {
             // regulariser's part is closed form: ∇_y = 2·softplus(λ)/S·y.
             let y_t = &self.traj.ys[t];
             axpy(two * reg * inv_sets, &v, &mut y_bar);
-            theta[idx.lamb()][0] += two * Unary::Sigmoid.apply(lamb_raw) * inv_sets * dot(y_t, &v);
+            lamb_bar += two * Unary::Sigmoid.apply(lamb_raw) * inv_sets * dot(y_t, &v);
             engine.add_hvp(y_t, &v, &mut y_bar);
             for m in mbar.iter_mut() {
                 *m *= mu;
             }
         }
-        theta[idx.lr()][0] += etabar * Unary::Sigmoid.apply(lr_raw);
-        theta[idx.mom()][0] += mubar * mu * (T::ONE - mu);
         let (potential, x_sorted) = engine.finish();
-        let (linears, norms, res) = module_index(idx);
-        let pairs = linears.iter().chain(&norms).chain(&res);
-        let module_grads = potential
-            .linears
-            .iter()
-            .chain(&potential.norms)
-            .chain(&potential.res_trans);
-        for (&(w, b), (gw, gb)) in pairs.zip(module_grads) {
-            axpy(T::ONE, gw, &mut theta[w]);
-            axpy(T::ONE, gb, &mut theta[b]);
+        let bars = EquilibriumParams::from_list(&self.sizes, theta.iter_mut())?;
+        bars.lamb[0] += lamb_bar;
+        bars.optimizer.lr[0] += etabar * Unary::Sigmoid.apply(lr_raw);
+        bars.optimizer.mom[0] += mubar * mu * (T::ONE - mu);
+        let ResNetPotential {
+            blocks,
+            out,
+            res_trans,
+        } = bars.potential;
+        let (block_linears, norms): (Vec<_>, Vec<_>) =
+            blocks.into_iter().map(|b| (b.linear, b.norm)).collect();
+        let linears = block_linears.into_iter().chain(core::iter::once(out));
+        for (lin, (gw, gb)) in linears
+            .chain(res_trans)
+            .zip(potential.linears.iter().chain(&potential.res_trans))
+        {
+            axpy(T::ONE, gw, lin.weight);
+            if let Some(b) = lin.bias {
+                axpy(T::ONE, gb, b);
+            }
+        }
+        for (norm, (gw, gb)) in norms.into_iter().zip(&potential.norms) {
+            axpy(T::ONE, gw, norm.weight);
+            axpy(T::ONE, gb, norm.bias);
         }
 
         let mut grads = Vec::with_capacity(self.values.len() + 1);

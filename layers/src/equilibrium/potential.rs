@@ -1,25 +1,32 @@
-//! PyG's `ResNetPotential` and the energy the inner loop minimises, on a tape, with
-//! the `x` part of every linear map of `[x, y[index]]` hoisted out of the loop.
+//! PyG's `ResNetPotential.forward` on a tape, with the `x` part of every linear map of
+//! `inp = [x, y[index]]` hoisted out of the inner loop.
 //!
-//! Every linear layer that reads the raw input `inp = [x, y[index]]` (the first block
-//! and every `res_trans` skip) splits its weight by columns, `W = [W_x | W_y]`, so
-//! `inp·Wᵀ + b = (x·W_xᵀ + b) + (y·W_yᵀ)[index]`. The first term does not change
-//! during the inner optimisation and is computed once per forward; the second runs on
-//! `dim_size` rows, not `N`.
+//! PyG:
+//!
+//! ```text
+//! inp = cat([x, y[index]], dim=1)
+//! h = inp
+//! for layer, res in zip(self.layers, self.res_trans):
+//!     h = layer(h)                 # Sequential(Linear, LayerNorm, Tanh), the last a Linear
+//!     h = res(inp) + h
+//! ```
+//!
+//! Every linear map that reads `inp` (the first layer's and every `res_trans`) splits
+//! its weight by columns, `W = [W_x | W_y]`, so
+//! `inp·Wᵀ + b = (x·W_xᵀ + b) + (y·W_yᵀ)[index]`. The first term does not change during
+//! the inner optimisation and is computed once per forward ([`ResNetPotential::hoist`]);
+//! the second runs on `dim_size` rows, not `N`. Everything else is PyG's order of ops.
 
 use alloc::vec::Vec;
 
 use readout_core::{Real, Tape, Var};
 
-use super::ParamIndex;
+use super::params::{Block, ResNetPotential};
 use crate::error::LayerError;
-use crate::param::Bound;
+use crate::module::Linear;
 use crate::segments::Layout;
 
-/// PyTorch's `LayerNorm` default epsilon.
-const LAYER_NORM_EPS: f64 = 1e-5;
-
-/// One linear map of the raw input, split for hoisting.
+/// One linear map of `inp = [x, y[index]]`, split for hoisting.
 struct InputLinear {
     /// `x·W_xᵀ + b`, `[N, out]`, computed once.
     x_part: Var,
@@ -27,32 +34,26 @@ struct InputLinear {
     w_y: Var,
 }
 
-/// What the energy needs that does not depend on `y`.
-pub(crate) struct Hoisted {
-    /// The first block's linear (or the only linear when there are no hidden layers).
-    first: InputLinear,
-    /// One per `res_trans` linear.
-    res: Vec<InputLinear>,
-    /// `softplus(lamb)`, the regulariser's weight.
-    reg_weight: Var,
-}
-
-fn input_linear<T: Real>(
-    tape: &mut Tape<T>,
-    x: Var,
-    w: Var,
-    b: Var,
-    in_channels: usize,
-    out_channels: usize,
-) -> Result<InputLinear, LayerError> {
-    let w_x = tape.slice_cols(w, 0, in_channels)?;
-    let w_y = tape.slice_cols(w, in_channels, out_channels)?;
-    let xw = tape.matmul_with(x, w_x, false, true)?;
-    let x_part = tape.add(xw, b)?;
-    Ok(InputLinear { x_part, w_y })
-}
-
 impl InputLinear {
+    /// Splits `linear` (which reads `[x, y]`, `x` of width `cin`) and computes its `x`
+    /// part.
+    fn hoist<T: Real>(
+        tape: &mut Tape<T>,
+        linear: &Linear<Var>,
+        x: Var,
+        cin: usize,
+    ) -> Result<Self, LayerError> {
+        let inp = tape.value(linear.weight)?.shape()[1];
+        let w_x = tape.slice_cols(linear.weight, 0, cin)?;
+        let w_y = tape.slice_cols(linear.weight, cin, inp - cin)?;
+        let x_part = Linear {
+            weight: w_x,
+            bias: linear.bias,
+        }
+        .forward(tape, x)?;
+        Ok(InputLinear { x_part, w_y })
+    }
+
     /// `inp·Wᵀ + b` for the current `y`.
     fn apply<T: Real>(
         &self,
@@ -66,82 +67,65 @@ impl InputLinear {
     }
 }
 
-/// Computes the `y`-independent parts once per forward.
-pub(crate) fn hoist<T: Real>(
-    tape: &mut Tape<T>,
-    idx: &ParamIndex,
-    p: &Bound,
-    x: Var,
-) -> Result<Hoisted, LayerError> {
-    let (cin, cout) = (idx.in_channels, idx.out_channels);
-    let (w0, b0) = idx.first_linear();
-    let first = input_linear(tape, x, p.var(w0), p.var(b0), cin, cout)?;
-    let mut res = Vec::with_capacity(idx.hidden.len() + 1);
-    for j in 0..=idx.hidden.len() {
-        let (w, b) = idx.res_trans(j);
-        res.push(input_linear(tape, x, p.var(w), p.var(b), cin, cout)?);
-    }
-    let reg_weight = tape.softplus(p.var(idx.lamb()))?;
-    Ok(Hoisted {
-        first,
-        res,
-        reg_weight,
-    })
+/// The `x` parts of the maps that read `inp`, computed once per forward.
+pub(crate) struct HoistedInput {
+    /// The first layer's linear (the final one when there is no hidden layer).
+    first: InputLinear,
+    /// One per `res_trans` linear.
+    res: Vec<InputLinear>,
 }
 
-/// `E(y) = Σ_sets mean_{i ∈ set} F(x_i, y_set) + softplus(lamb)·mean_sets ‖y_set‖²`.
-pub(crate) fn energy<T: Real>(
-    tape: &mut Tape<T>,
-    idx: &ParamIndex,
-    p: &Bound,
-    h: &Hoisted,
-    y: Var,
-    layout: &Layout,
-) -> Result<Var, LayerError> {
-    let f = potential(tape, idx, p, h, y, layout)?;
-    let per_set = layout.mean(tape, f)?;
-    let potential = tape.sum(per_set)?;
-    if layout.dim_size() == 0 {
-        // No set, no regulariser: its mean over zero sets would be 0/0, a NaN energy
-        // whose recorded gradient turns the gradients of `lamb` into NaN (0·∞).
-        return Ok(potential);
+impl Block<Var> {
+    /// `Sequential(Linear, LayerNorm, Tanh)` after the linear: `tanh(LayerNorm(z))`.
+    fn norm_tanh<T: Real>(&self, tape: &mut Tape<T>, z: Var) -> Result<Var, LayerError> {
+        let z = self.norm.forward(tape, z)?;
+        Ok(tape.tanh(z)?)
     }
-
-    let y2 = tape.square(y)?;
-    let norms = tape.sum_rows(y2)?;
-    let mean_norm = tape.mean(norms)?;
-    let reg = tape.mul(mean_norm, h.reg_weight)?;
-    Ok(tape.add(potential, reg)?)
 }
 
-/// `F(x_i, y_{set(i)})` for every element: `[N, 1]`.
-pub(crate) fn potential<T: Real>(
-    tape: &mut Tape<T>,
-    idx: &ParamIndex,
-    p: &Bound,
-    h: &Hoisted,
-    y: Var,
-    layout: &Layout,
-) -> Result<Var, LayerError> {
-    let eps = T::from_f64(LAYER_NORM_EPS);
-    let mut z = h.first.apply(tape, y, layout)?;
-    for i in 0..idx.hidden.len() {
-        if i > 0 {
-            let (w, b) = idx.block_linear(i);
-            let zw = tape.matmul_with(z, p.var(w), false, true)?;
-            z = tape.add(zw, p.var(b))?;
+impl ResNetPotential<Var> {
+    /// Computes the `y`-independent parts once per forward (`x [N, cin]`).
+    pub(crate) fn hoist<T: Real>(
+        &self,
+        tape: &mut Tape<T>,
+        x: Var,
+        cin: usize,
+    ) -> Result<HoistedInput, LayerError> {
+        let first = InputLinear::hoist(tape, self.input_linear(), x, cin)?;
+        let res = self
+            .res_trans
+            .iter()
+            .map(|r| InputLinear::hoist(tape, r, x, cin))
+            .collect::<Result<_, _>>()?;
+        Ok(HoistedInput { first, res })
+    }
+
+    /// `h` after the last layer: `F(x_i, y_{set(i)})` for every element, `[N, 1]`.
+    pub(crate) fn forward<T: Real>(
+        &self,
+        tape: &mut Tape<T>,
+        inp: &HoistedInput,
+        y: Var,
+        layout: &Layout,
+    ) -> Result<Var, LayerError> {
+        // h = inp: the first layer's linear reads it through its hoisted split.
+        let mut h: Option<Var> = None;
+        let layers = self.blocks.len() + 1;
+        for (i, res) in inp.res.iter().enumerate().take(layers) {
+            // h = layer(h)
+            let z = match h {
+                None => inp.first.apply(tape, y, layout)?,
+                Some(h) if i < self.blocks.len() => self.blocks[i].linear.forward(tape, h)?,
+                Some(h) => self.out.forward(tape, h)?,
+            };
+            let z = match self.blocks.get(i) {
+                Some(block) => block.norm_tanh(tape, z)?,
+                None => z,
+            };
+            // h = res(inp) + h
+            let skip = res.apply(tape, y, layout)?;
+            h = Some(tape.add(skip, z)?);
         }
-        let (lw, lb) = idx.block_norm(i);
-        z = tape.layer_norm(z, Some((p.var(lw), p.var(lb))), eps)?;
-        z = tape.tanh(z)?;
-        let skip = h.res[i].apply(tape, y, layout)?;
-        z = tape.add(skip, z)?;
+        h.ok_or_else(|| LayerError::invalid_argument("potential", "no layer", "has none"))
     }
-    if !idx.hidden.is_empty() {
-        let (w, b) = idx.last_linear();
-        let zw = tape.matmul_with(z, p.var(w), false, true)?;
-        z = tape.add(zw, p.var(b))?;
-    }
-    let skip = h.res[idx.hidden.len()].apply(tape, y, layout)?;
-    Ok(tape.add(skip, z)?)
 }

@@ -7,7 +7,7 @@ use alloc::vec::Vec;
 
 use readout_core::{Real, Tape, Tensor, Var};
 
-use super::KL_EPS;
+use super::{KL_EPS, MemPooling};
 use crate::error::LayerError;
 
 /// `x` where `x ≠ 0`, and `1` where `x = 0`, with no gradient through the replaced
@@ -115,4 +115,37 @@ pub(crate) fn ragged<T: Real>(
     let s2 = tape.square(s_rows)?;
     let p_raw = tape.div(s2, col)?;
     divergence(tape, s_rows, p_raw, b)
+}
+
+/// PyG's `MemPooling.kl_loss`, the auxiliary loss of the cluster assignments.
+impl MemPooling {
+    /// PyG's `MemPooling.kl_loss(S)` for `S [B, N, K]`, on the inference path.
+    ///
+    /// # Errors
+    /// See [`MemPooling::kl_loss_on`].
+    pub fn kl_loss(s: &Tensor<f32>) -> Result<f32, LayerError> {
+        let mut tape = Tape::<f32>::new();
+        tape.set_recording(false);
+        let sv = tape.constant(s.clone());
+        let l = Self::kl_loss_on(&mut tape, sv)?;
+        Ok(tape.value(l)?.item())
+    }
+
+    /// PyG's `MemPooling.kl_loss(S)` for `S [B, N, K]` on a tape, differentiable through
+    /// both `S` and the target `P` (PyG does not detach `P`):
+    ///
+    /// ```text
+    /// P_bnk = (S_bnk² / Σ_n S_bnk) / Σ_k (S_bnk² / Σ_n S_bnk)      (denominator 1 where Σ_k S_bnk = 0)
+    /// loss  = (1/B) Σ_bnk P̃ (ln P̃ − ln S̃),   P̃ = max(P, 1e-15), S̃ = max(S, 1e-15)
+    /// ```
+    ///
+    /// (`KLDivLoss(reduction='batchmean')` of `ln S̃` against `P̃`). Column sums
+    /// `Σ_n S_bnk = 0` (a graph with no valid node) are replaced by 1, so that graph
+    /// contributes 0; PyG 2.8.1 returns NaN there.
+    ///
+    /// # Errors
+    /// [`LayerError::InvalidArgument`] unless `S` has rank 3 with `B ≥ 1`.
+    pub fn kl_loss_on<T: Real>(tape: &mut Tape<T>, s: Var) -> Result<Var, LayerError> {
+        dense(tape, s)
+    }
 }

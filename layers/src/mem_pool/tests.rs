@@ -7,7 +7,8 @@ use alloc::vec::Vec;
 use rand::{RngExt, SeedableRng};
 use readout_core::{Tape, Tensor};
 
-use super::{Mask, MemPooling, PoolArgs};
+use super::{Mask, MemPoolParams, MemPooling, PoolArgs};
+use crate::PygWeights;
 
 /// A layer whose parameters are far from PyG's small init, so the softmax is peaked.
 fn layer(f: usize, o: usize, h: usize, k: usize, tau: f64, seed: u64) -> MemPooling {
@@ -27,23 +28,16 @@ fn random(dims: &[usize], seed: u64) -> Tensor<f64> {
     Tensor::from_vec(dims, (0..n).map(|_| rng.random_range(-2.0..2.0)).collect()).unwrap()
 }
 
-/// Largest `|a − b| / max(1, |b|)`.
+/// The project's error measure, [`crate::relative_error`].
 fn max_err(a: &[f64], b: &[f64]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(&x, &y)| (x - y).abs() / y.abs().max(1.0))
-        .fold(0.0, f64::max)
+    crate::relative_error(a, b).expect("same lengths").0
 }
 
 /// `(out, S_nodes)` of the fused engine and of the tape, in `f64`.
 fn both(l: &MemPooling, x: &Tensor<f64>, args: PoolArgs<'_>) -> [(Vec<f64>, Vec<f64>); 2] {
-    let w: Vec<Vec<f64>> = l
-        .params
-        .iter()
-        .map(|p| p.value().cast().data().to_vec())
-        .collect();
-    let (plan, fused) = l.infer(x, [&w[0], &w[1], &w[2]], args).unwrap();
+    let w = MemPoolParams::from_list(l.params.iter().map(|p| p.value().cast::<f64>())).unwrap();
+    let w = MemPoolParams::from_list(w.into_list().iter().map(|t| t.data().to_vec())).unwrap();
+    let (plan, fused) = l.infer(x, &w, args).unwrap();
     let s = l.s_nodes_tensor(&plan, fused.s_rows).unwrap();
     let mut tape = Tape::<f64>::new();
     tape.set_recording(false);

@@ -3,6 +3,10 @@
 //! the error measure, and a small seeded generator.
 #![allow(dead_code)]
 
+pub mod equilibrium;
+pub mod mem_pool;
+
+use readout_layers::PygWeights;
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -172,18 +176,12 @@ pub fn json_number(text: &str, field: &str) -> Option<f64> {
     None
 }
 
-/// The project's error measure: `max |got − expect| / max(1, max |expect|)`.
+/// The project's error measure, [`readout_layers::relative_error`]:
+/// `max |got − expect| / max(1, max |expect|)`, infinite for a non-finite `got`.
 pub fn rel_err(got: &[f64], expect: &[f64]) -> f64 {
-    assert_eq!(got.len(), expect.len(), "lengths differ");
-    let scale = expect.iter().fold(1.0f64, |m, v| m.max(v.abs()));
-    let diff = got
-        .iter()
-        .zip(expect)
-        .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
-    if got.iter().any(|v| !v.is_finite()) {
-        return f64::INFINITY;
-    }
-    diff / scale
+    readout_layers::relative_error(got, expect)
+        .expect("same lengths")
+        .0
 }
 
 /// `Σ a·w` on the tape for a constant `w` of `a`'s shape.

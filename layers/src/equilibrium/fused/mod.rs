@@ -1,12 +1,15 @@
-//! The fused (tape-free, row-blocked) engines of `EquilibriumAggregation`.
+//! The fused engines of `EquilibriumAggregation`: the inner loop's maths written
+//! straight over slices, row-blocked, with no tape. Each step names, in a comment, the
+//! tape op(s) of the reference path ([`super::reference`], [`super::potential`]) it
+//! replaces; the tests hold every engine to the reference in `f64`.
 //!
+//! - [`forward`]: the inference engine (`InnerGrad::Eager`, `forward`): the inner
+//!   loop's first-order gradients `∂E/∂y`, block by block.
 //! - [`hvp`]: the Hessian-vector products of the adjoint training pass
-//!   (`InnerGrad::Adjoint`), written out by hand as forward-over-reverse through the
+//!   (`InnerGrad::Adjoint`), written out by hand as reverse-over-forward through the
 //!   potential's Linear → LayerNorm → tanh blocks.
-//!
-//! The inference engine (`eager.rs`) runs the same block loop for first-order
-//! gradients only.
 
+pub(crate) mod forward;
 pub(crate) mod hvp;
 
 /// Floating-point operations one thread should have before work is split across

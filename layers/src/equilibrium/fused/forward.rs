@@ -17,6 +17,10 @@
 //!
 //! Elements are first sorted by set (a stable permutation). That makes any `index`
 //! a CSR layout, so each block touches a contiguous range of sets.
+//!
+//! The weights come from the typed modules ([`EquilibriumParams`]) by field. Each step
+//! below names the tape op(s) of the reference path (`reference.rs`, `potential.rs`)
+//! it replaces.
 
 use alloc::vec;
 use alloc::vec::Vec;
@@ -26,8 +30,11 @@ use readout_kernels::elementwise::{Unary, unary};
 use readout_kernels::gemm::{GemmShape, gemm};
 use readout_kernels::rows::{layer_norm_backward_rows, layer_norm_rows};
 
-use super::ParamIndex;
-use super::workspace::Workspace;
+use super::super::params::{EquilibriumParams, Sizes};
+use super::super::workspace::Workspace;
+use crate::error::LayerError;
+use crate::module::LAYER_NORM_EPS;
+use crate::param::Bound;
 use crate::segments::Layout;
 
 /// Elements per block: small enough that a block's activations stay in L2.
@@ -35,7 +42,6 @@ const CHUNK: usize = 128;
 /// Blocks per group: the unit of parallel work between two sequential sums into the
 /// sets (its `∂E/∂A` buffer is `GROUP · CHUNK · H` values).
 const GROUP: usize = 16;
-const LAYER_NORM_EPS: f64 = 1e-5;
 
 /// The potential's weights, laid out for the engine: the input maps are split and
 /// stacked (copied), the other weights are borrowed.
@@ -61,64 +67,62 @@ struct Net<'p, T> {
     w_final: &'p [T],
 }
 
-/// The values of bound parameters, read from the tape.
+/// The values of bound parameters, read from the tape, in their modules.
 pub(crate) fn bound_values<T: Real>(
     tape: &readout_core::Tape<T>,
-    params: &crate::param::Bound,
-) -> Result<Vec<Vec<T>>, crate::error::LayerError> {
+    sizes: &Sizes,
+    params: &Bound,
+) -> Result<EquilibriumParams<Vec<T>>, LayerError> {
     let mut out = Vec::with_capacity(params.vars().len());
     for &v in params.vars() {
         out.push(tape.value(v)?.data().to_vec());
     }
-    Ok(out)
+    EquilibriumParams::from_list(sizes, out)
 }
 
-/// Parameter `i` of `p`, the parameters' values in `state_dict` order (owned vectors
-/// or borrowed slices).
-fn view<T, V: AsRef<[T]>>(p: &[V], i: usize) -> &[T] {
-    p[i].as_ref()
-}
-
-fn scalar<T: Real, V: AsRef<[T]>>(p: &[V], i: usize) -> T {
-    view(p, i).first().copied().unwrap_or(T::ZERO)
+/// The first value of a `[1]` parameter.
+fn scalar<T: Real, V: AsRef<[T]>>(p: &V) -> T {
+    p.as_ref().first().copied().unwrap_or(T::ZERO)
 }
 
 impl<'p, T: Real> Net<'p, T> {
-    fn new<V: AsRef<[T]>>(idx: &ParamIndex, p: &'p [V]) -> Self {
-        let (cin, cout) = (idx.in_channels, idx.out_channels);
+    fn new<V: AsRef<[T]>>(sizes: &Sizes, p: &'p EquilibriumParams<V>) -> Self {
+        let (cin, cout) = (sizes.cin, sizes.cout);
         let c = cin + cout;
-        let l = idx.hidden.len();
-        // The input maps, in column order: the first block's, then every res_trans.
-        let mut maps = vec![idx.first_linear()];
-        maps.extend((0..=l).map(|j| idx.res_trans(j)));
+        let pot = &p.potential;
+        // The input maps, in column order: the first layer's, then every res_trans.
+        let maps = core::iter::once(pot.input_linear()).chain(&pot.res_trans);
         let (mut wx, mut wy, mut b_in, mut offs) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for &(w, b) in &maps {
+        for map in maps {
             offs.push(b_in.len());
-            for row in view(p, w).chunks_exact(c) {
+            for row in map.weight.as_ref().chunks_exact(c) {
                 wx.extend_from_slice(&row[..cin]);
                 wy.extend_from_slice(&row[cin..]);
             }
-            b_in.extend_from_slice(view(p, b));
+            if let Some(b) = &map.bias {
+                b_in.extend_from_slice(b.as_ref());
+            }
         }
         let width = b_in.len();
         let mut lin: Vec<(&[T], &[T])> = vec![(&[], &[])];
-        for i in 1..l {
-            let (w, b) = idx.block_linear(i);
-            lin.push((view(p, w), view(p, b)));
+        for block in pot.blocks.iter().skip(1) {
+            let bias = block.linear.bias.as_ref().map_or(&[][..], AsRef::as_ref);
+            lin.push((block.linear.weight.as_ref(), bias));
         }
-        let norm = (0..l)
-            .map(|i| idx.block_norm(i))
-            .map(|(w, b)| (view(p, w), view(p, b)))
+        let norm = pot
+            .blocks
+            .iter()
+            .map(|b| (b.norm.weight.as_ref(), b.norm.bias.as_ref()))
             .collect();
-        let w_final = if l > 0 {
-            view(p, idx.last_linear().0)
-        } else {
+        let w_final = if pot.blocks.is_empty() {
             &[]
+        } else {
+            pot.out.weight.as_ref()
         };
         Net {
             cin,
             cout,
-            hidden: idx.hidden.clone(),
+            hidden: sizes.hidden.clone(),
             width,
             res_off: offs[1..].to_vec(),
             wx,
@@ -247,35 +251,35 @@ pub(crate) fn sort_by_set<T: Real>(x: &[T], cin: usize, layout: &Layout) -> Sort
 
 /// Runs the inner optimisation with eager gradients and returns `y`, `[S, cout]`.
 pub(crate) fn solve<T: Real, V: AsRef<[T]>>(
-    idx: &ParamIndex,
-    p: &[V],
+    sizes: &Sizes,
+    p: &EquilibriumParams<V>,
     grad_iter: usize,
     x: &[T],
     layout: &Layout,
     ws: &mut Workspace<T>,
 ) -> Vec<T> {
-    let sorted = sort_by_set(x, idx.in_channels, layout);
-    let mut traj = solve_sorted(idx, p, grad_iter, &sorted, false, ws);
+    let sorted = sort_by_set(x, sizes.cin, layout);
+    let mut traj = solve_sorted(sizes, p, grad_iter, &sorted, false, ws);
     traj.ys.pop().unwrap_or_default()
 }
 
 /// The inner optimisation on elements already sorted by set. Keeps every `y_t`, `m_t`
 /// and `g_t` when `keep` is set, else only the final `y`.
 pub(crate) fn solve_sorted<T: Real, V: AsRef<[T]>>(
-    idx: &ParamIndex,
-    p: &[V],
+    sizes: &Sizes,
+    p: &EquilibriumParams<V>,
     grad_iter: usize,
     sorted: &Sorted<T>,
     keep: bool,
     ws: &mut Workspace<T>,
 ) -> Trajectory<T> {
-    let net = Net::<T>::new(idx, p);
+    let net = Net::<T>::new(sizes, p);
     let n = sorted.set_of.len();
     let sets = sorted.ptr.len() - 1;
     let (h, cout) = (net.width, net.cout);
-    let lr = scalar(p, idx.lr());
-    let mom = scalar(p, idx.mom());
-    let lamb = scalar(p, idx.lamb());
+    let lr = scalar(&p.optimizer.lr);
+    let mom = scalar(&p.optimizer.mom);
+    let lamb = scalar(&p.lamb);
     let (lr, mom, reg) = (
         Unary::Softplus.apply(lr),
         Unary::Sigmoid.apply(mom),
@@ -288,6 +292,7 @@ pub(crate) fn solve_sorted<T: Real, V: AsRef<[T]>>(
     };
 
     // x·W_xᵀ + b for every input map, once.
+    // Replaces: `InputLinear::hoist` (slice_cols, matmul_with, add) in potential.rs.
     let mut xw = ws.zeros(n * h);
     gemm(
         &GemmShape::with_trans(n, h, net.cin, false, true),
@@ -331,6 +336,7 @@ pub(crate) fn solve_sorted<T: Real, V: AsRef<[T]>>(
         if keep {
             traj.ys.push(y.clone());
         }
+        // YW = y·W_yᵀ. Replaces: matmul_with(y, W_yᵀ) in `InputLinear::apply`.
         gemm(
             &GemmShape::with_trans(sets, h, cout, false, true),
             T::ONE,
@@ -350,14 +356,13 @@ pub(crate) fn solve_sorted<T: Real, V: AsRef<[T]>>(
                 set_of: &sorted.set_of[g0..g1],
                 inv_count: &inv_count,
             };
-            let threads = super::fused::threads_for(
-                (g1 - g0) * net.flops_per_row(),
-                (g1 - g0).div_ceil(CHUNK),
-            );
+            let threads =
+                super::threads_for((g1 - g0) * net.flops_per_row(), (g1 - g0).div_ceil(CHUNK));
             while scratch.len() < threads {
                 scratch.push(Scratch::new(&net, CHUNK.min(n), ws));
             }
             blocks.run(&mut scratch[..threads], &mut group_da[..(g1 - g0) * h]);
+            // Replaces: the backward of `layout.spread` (a scatter-add into the sets).
             // Sum ∂E/∂A into the sets, in element order (the same order whatever the
             // number of threads, so the result does not depend on it).
             for (r, da) in (g0..g1).zip(group_da.chunks_exact(h)) {
@@ -369,6 +374,8 @@ pub(crate) fn solve_sorted<T: Real, V: AsRef<[T]>>(
             g0 = g1;
         }
         // g = ∂E/∂YW · W_y + 2·softplus(λ)/S · y
+        // Replaces: `tape.grad(e, y)` ending in the backward of matmul_with(y, W_yᵀ) and
+        // of `reg` (square, sum_rows, mean, mul) in reference.rs.
         g.copy_from_slice(&y);
         gemm(
             &GemmShape::new(sets, cout, h),
@@ -378,6 +385,8 @@ pub(crate) fn solve_sorted<T: Real, V: AsRef<[T]>>(
             reg_coef,
             &mut g,
         );
+        // Replaces: mul(g, lr), mul(m, mom), sub (neg at step 0), add in
+        // `EquilibriumParams::record` (reference.rs).
         for ((yi, mi), &gi) in y.iter_mut().zip(m.iter_mut()).zip(&g) {
             let delta = lr * gi;
             *mi = if step == 0 { -delta } else { mom * *mi - delta };
@@ -471,6 +480,7 @@ fn block<T: Real>(
     let rows = set_of.len();
     let eps = T::from_f64(LAYER_NORM_EPS);
     // A = XW + YW[set]
+    // Replaces: `InputLinear::apply` (layout.spread, add) for every input map.
     for ((arow, xrow), &s) in sc.a.chunks_exact_mut(h).zip(xw.chunks_exact(h)).zip(set_of) {
         for ((a, &xv), &yv) in arow.iter_mut().zip(xrow).zip(&yw[s * h..(s + 1) * h]) {
             *a = xv + yv;
@@ -481,6 +491,7 @@ fn block<T: Real>(
     let l = net.hidden.len();
     let res_l = net.res_off[l];
     // ∂E/∂F = 1/|set| for each element: F is averaged per set, then summed.
+    // Replaces: the backward of `layout.mean` and `sum` in `energy`.
     for (darow, &s) in da.chunks_exact_mut(h).zip(set_of) {
         darow[res_l] = inv_count[s];
         if l == 0 {
@@ -491,6 +502,8 @@ fn block<T: Real>(
         return;
     }
     // Forward through the blocks, keeping x̂, rstd and tanh outputs.
+    // Replaces: `ResNetPotential::forward` — Linear::forward (matmul_with, add),
+    // LayerNorm::forward (layer_norm), tanh, add(skip) — block by block.
     for i in 0..l {
         let hi = net.hidden[i];
         let pre = &mut sc.dpre[..rows * hi];
@@ -544,6 +557,8 @@ fn block<T: Real>(
         }
     }
     // Backward: dz = ∂E/∂F ⊗ w_final, then through the blocks in reverse.
+    // Replaces: the backward rules of those ops (matmul, add, tanh, layer_norm) that
+    // `tape.grad` records.
     let hl = net.hidden[l - 1];
     for (dzrow, &s) in sc.dz[..rows * hl].chunks_exact_mut(hl).zip(set_of) {
         for (d, &w) in dzrow.iter_mut().zip(net.w_final) {

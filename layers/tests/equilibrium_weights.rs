@@ -1,7 +1,8 @@
-//! PyG weights in and out of the layers: the reference cases' `param.*` tensors load
+//! PyG weights in and out of `EquilibriumAggregation`: the reference cases' `param.*` tensors load
 //! into `EquilibriumAggregation` under PyG's names and shapes, save back unchanged, and
 //! give PyG's forward output.
 
+use readout_layers::PygWeights;
 use std::path::PathBuf;
 
 use readout_layers::{
@@ -94,12 +95,11 @@ fn a_file_for_another_configuration_is_refused() {
 
 // ------------------------------------------------------------------------------------
 // The layer's own load / save API (`load_state_dict`, `state_dict_bytes`, files) and
-// the generic `Parameters::load_shaped` / `to_bytes_shaped`.
+// PyG's shapes where readout keeps another view (`MemPooling`'s `conv.weight`).
 
 use std::borrow::Cow;
 
-use readout_core::Tensor;
-use readout_layers::{Case, Parameter, Parameters, RawTensor};
+use readout_layers::{Case, RawTensor};
 use safetensors::tensor::{Dtype, View, serialize};
 
 struct Raw {
@@ -328,127 +328,4 @@ fn saving_refuses_non_finite_parameters_naming_them() {
     let path = std::env::temp_dir().join(format!("readout-never-{}", std::process::id()));
     assert_eq!(layer.save_state_dict(&path).unwrap_err(), e);
     assert!(!path.exists(), "nothing is written");
-}
-
-/// `MemPooling`-style parameters: `conv.weight` is `[H]` here, `[1, H, 1, 1]` in PyG.
-#[test]
-fn parameters_load_and_save_under_pyg_shapes() {
-    let pyg_shape = |p: &Parameter| -> Vec<usize> {
-        if p.name() == "conv.weight" {
-            vec![1, p.value().numel(), 1, 1]
-        } else {
-            p.value().shape().to_vec()
-        }
-    };
-    let make = |k: Vec<f32>, conv: Vec<f32>| {
-        Parameters::new(vec![
-            Parameter::new("k", Tensor::from_vec(&[2, 1, 2], k).unwrap()),
-            Parameter::new("conv.weight", Tensor::from_vec(&[3], conv).unwrap()),
-        ])
-    };
-    let trained = make(vec![0.5, -1.0, 2.0, 0.25], vec![0.1, 0.2, -0.3]);
-    let bytes = trained.to_bytes_shaped(pyg_shape).unwrap();
-    let sd = StateDict::from_bytes(&bytes).unwrap();
-    assert_eq!(sd.get("conv.weight").unwrap().shape(), &[1, 3, 1, 1]);
-    assert_eq!(sd.get("k").unwrap().shape(), &[2, 1, 2]);
-
-    let mut params = make(vec![0.0; 4], vec![0.0; 3]);
-    params.load_shaped(sd.clone(), pyg_shape).unwrap();
-    assert_eq!(params, trained);
-
-    // Without the mapping the rank-4 tensor does not fit, and nothing changes.
-    let mut params = make(vec![0.0; 4], vec![0.0; 3]);
-    let e = params.load(sd.clone()).unwrap_err();
-    assert_eq!(
-        e,
-        LayerError::WrongShape {
-            name: "conv.weight".into(),
-            expected: vec![3],
-            got: vec![1, 3, 1, 1]
-        }
-    );
-    assert_eq!(params, make(vec![0.0; 4], vec![0.0; 3]));
-    // A mapping to a shape of another size is refused.
-    let e = params
-        .load_shaped(sd, |p| {
-            if p.name() == "conv.weight" {
-                vec![1, 4, 1, 1]
-            } else {
-                p.value().shape().to_vec()
-            }
-        })
-        .unwrap_err();
-    assert!(matches!(e, LayerError::InvalidArgument { .. }), "{e:?}");
-    assert!(e.to_string().contains("conv.weight"), "{e}");
-    let e = trained.to_bytes_shaped(|_| vec![5]).unwrap_err();
-    assert!(matches!(e, LayerError::LengthMismatch { ref name, .. } if name == "k"));
-}
-
-/// `MemPooling`: the `mp_*` cases' `param.*` (with `conv.weight` as `[1, H, 1, 1]`)
-/// load, save back unchanged, and give PyG's output; `conv.weight` in readout's own
-/// `[H]` shape is not PyG's and is refused.
-#[test]
-fn mem_pooling_cases_load_save_and_match_pyg() {
-    use readout_layers::{MemPooling, PoolArgs};
-    let mut checked = 0;
-    for case in load_cases(data_dir()).unwrap() {
-        let CaseArgs::MemPooling(a) = &case.args else {
-            continue;
-        };
-        let fresh = MemPooling::new(
-            a.in_channels,
-            a.out_channels,
-            a.heads,
-            a.num_clusters,
-            a.tau,
-        )
-        .unwrap();
-        let layer = fresh.clone().with_state_dict(case.params.clone()).unwrap();
-        let bytes = layer.state_dict_bytes().unwrap();
-        assert_eq!(
-            StateDict::from_bytes(&bytes).unwrap(),
-            case.params,
-            "{}",
-            case.name
-        );
-        if case.mask.is_none() {
-            let mut args = PoolArgs::new();
-            if let Some(b) = &case.batch {
-                args = args.batch(b);
-            }
-            if let Some(n) = case.forward.max_num_nodes {
-                args = args.max_num_nodes(n);
-            }
-            if let Some(b) = case.forward.batch_size {
-                args = args.batch_size(b);
-            }
-            let (out, _) = layer.forward(&case.x, args).unwrap();
-            let (err, at) = case.compare("out", out.data()).unwrap();
-            assert!(err < 1e-4, "{}: out error {err:e} at {at}", case.name);
-        }
-
-        let mut flat = StateDict::new();
-        for n in case.params.names() {
-            let t = case.params.get(n).unwrap();
-            let shape = if n == "conv.weight" {
-                vec![a.heads]
-            } else {
-                t.shape().to_vec()
-            };
-            flat.insert(n, RawTensor::new(n, shape, t.data().to_vec()).unwrap())
-                .unwrap();
-        }
-        let mut untouched = fresh.clone();
-        assert_eq!(
-            untouched.load_state_dict(flat).unwrap_err(),
-            LayerError::WrongShape {
-                name: "conv.weight".into(),
-                expected: vec![1, a.heads, 1, 1],
-                got: vec![a.heads]
-            }
-        );
-        assert_eq!(untouched, fresh);
-        checked += 1;
-    }
-    assert_eq!(checked, 7);
 }

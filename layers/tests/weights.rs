@@ -1,13 +1,16 @@
-//! The state-dict loader's error paths on files built here with the `safetensors`
-//! crate, the save → load round trip, and garbage bytes (never a panic).
+//! PyG weights I/O (`readout_layers::weights`): the state-dict reader's error paths on
+//! files built here with the `safetensors` crate, the save → load round trip, garbage
+//! bytes (never a panic), and `PygWeights` on a whole model's state dict — keys under
+//! a prefix, PyG's `strict=False` — in files written from Rust.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 
 use proptest::prelude::*;
 use readout_layers::{
-    Case, LayerError, ParamView, RawTensor, StateDict, relative_error, save_params,
-    save_params_to_file, save_state_dict, worst_error,
+    Case, EquilibriumAggregation, LayerError, LoadOptions, Loaded, MemPooling, ParamView,
+    PygWeights, RawTensor, StateDict, relative_error, save_params, save_params_to_file,
+    save_state_dict, worst_error,
 };
 use safetensors::tensor::{Dtype, View, serialize};
 
@@ -564,4 +567,193 @@ proptest! {
         let _ = StateDict::from_bytes(&bytes);
         let _ = Case::from_bytes("fuzz", &bytes);
     }
+}
+
+// ------------------------------------------------------------------------------------
+// A whole model's state dict: every layer under its prefix, beside other modules' keys.
+
+/// A model like PyG's `pool = EquilibriumAggregation(...)`, `mem1 = MemPooling(...)`,
+/// `mem2 = MemPooling(...)`, with its weights drawn from `seed`.
+fn model(seed: u64) -> (EquilibriumAggregation, MemPooling, MemPooling) {
+    use rand::SeedableRng;
+    let mut rng = rand::rngs::Xoshiro256PlusPlus::seed_from_u64(seed);
+    let mut pool = EquilibriumAggregation::new(3, 2, &[4], 5, 0.1).unwrap();
+    let mut mem1 = MemPooling::new(6, 5, 2, 3, 1.0).unwrap();
+    let mut mem2 = MemPooling::new(5, 4, 3, 1, 1.0).unwrap();
+    pool.reset_parameters(&mut rng);
+    mem1.reset_parameters(&mut rng);
+    mem2.reset_parameters(&mut rng);
+    (pool, mem1, mem2)
+}
+
+/// The model's state dict as one safetensors file, with a tensor of another module.
+fn model_file(seed: u64, name: &str) -> std::path::PathBuf {
+    let (pool, mem1, mem2) = model(seed);
+    let mut sd = pool.state_dict("pool.").unwrap();
+    sd.merge(mem1.state_dict("mem1.").unwrap()).unwrap();
+    sd.merge(mem2.state_dict("mem2.").unwrap()).unwrap();
+    let other = RawTensor::new("lin.weight", vec![2, 2], vec![1.0, 2.0, 3.0, 4.0]).unwrap();
+    sd.insert("lin.weight", other).unwrap();
+    let path = std::env::temp_dir().join(format!("readout-{name}-{}.st", std::process::id()));
+    std::fs::write(&path, sd.to_bytes().unwrap()).unwrap();
+    path
+}
+
+#[test]
+fn whole_model_state_dict_saves_and_loads_by_prefix() {
+    let path = model_file(1, "whole-model");
+    let sd = StateDict::from_file(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    // PyG's keys and shapes under each prefix.
+    assert_eq!(
+        sd.get("pool.potential.layers.0.0.weight").unwrap().shape(),
+        &[4, 5]
+    );
+    assert_eq!(sd.get("mem2.conv.weight").unwrap().shape(), &[1, 3, 1, 1]);
+    assert_eq!(sd.len(), 13 + 3 + 3 + 1);
+
+    let (pool, mem1, mem2) = model(1);
+    let (mut p, mut m1, mut m2) = model(2);
+    assert_ne!(p.parameters(), pool.parameters());
+    let strict = |prefix| LoadOptions::new().prefix(prefix);
+    // Strict on the keys under the prefix; other modules' keys are not this layer's.
+    let none = Loaded::default();
+    assert_eq!(
+        p.load_state_dict_with(sd.clone(), strict("pool.")).unwrap(),
+        none
+    );
+    assert_eq!(
+        m1.load_state_dict_with(sd.clone(), strict("mem1."))
+            .unwrap(),
+        none
+    );
+    assert_eq!(
+        m2.load_state_dict_with(sd.clone(), strict("mem2."))
+            .unwrap(),
+        none
+    );
+    assert_eq!(p.parameters(), pool.parameters());
+    assert_eq!(m1.parameters(), mem1.parameters());
+    assert_eq!(m2.parameters(), mem2.parameters());
+
+    // Without the prefix the whole model is nothing this layer knows.
+    let mut fresh = model(2).1;
+    let e = fresh.load_state_dict(sd.clone()).unwrap_err();
+    assert_eq!(e, LayerError::MissingTensor { name: "k".into() });
+    // The wrong layer's prefix: a shape that is not this layer's, nothing changes.
+    let e = fresh.load_state_dict_with(sd, strict("mem2.")).unwrap_err();
+    assert!(
+        matches!(&e, LayerError::WrongShape { name, .. } if name == "mem2.k"),
+        "{e}"
+    );
+    assert_eq!(fresh.parameters(), model(2).1.parameters());
+}
+
+#[test]
+fn strict_load_by_prefix_names_missing_and_unexpected_keys() {
+    let path = model_file(3, "strict");
+    let mut sd = StateDict::from_file(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let mut with_extra = sd.clone();
+    let extra = RawTensor::new("mem1.lin.bias", vec![5], vec![0.0; 5]).unwrap();
+    with_extra.insert("mem1.lin.bias", extra).unwrap();
+    sd.take_raw("mem1.conv.weight", &[1, 2, 1, 1]).unwrap();
+
+    let before = model(4).1;
+    let mut m1 = before.clone();
+    let opts = LoadOptions::new().prefix("mem1.");
+    let e = m1.load_state_dict_with(sd, opts).unwrap_err();
+    assert_eq!(
+        e,
+        LayerError::MissingTensor {
+            name: "mem1.conv.weight".into()
+        }
+    );
+    let e = m1.load_state_dict_with(with_extra, opts).unwrap_err();
+    assert_eq!(
+        e,
+        LayerError::UnexpectedTensors {
+            names: vec!["mem1.lin.bias".into()]
+        }
+    );
+    // All or nothing.
+    assert_eq!(m1, before);
+}
+
+#[test]
+fn non_strict_load_returns_missing_and_unexpected_keys() {
+    let path = model_file(5, "non-strict");
+    let mut sd = StateDict::from_file(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    sd.take_raw("pool.optimizer._mom", &[1]).unwrap();
+    sd.take_raw("pool.potential.res_trans.1.bias", &[1])
+        .unwrap();
+    let extra = RawTensor::new("pool.potential.norm.weight", vec![3], vec![1.0; 3]).unwrap();
+    sd.insert("pool.potential.norm.weight", extra).unwrap();
+
+    let (saved, ..) = model(5);
+    let (mut p, ..) = model(6);
+    let before = p.clone();
+    let loaded = p
+        .load_state_dict_with(sd.clone(), LoadOptions::new().prefix("pool.").strict(false))
+        .unwrap();
+    assert_eq!(
+        loaded,
+        Loaded {
+            missing: vec![
+                "pool.potential.res_trans.1.bias".into(),
+                "pool.optimizer._mom".into()
+            ],
+            unexpected: vec!["pool.potential.norm.weight".into()],
+        }
+    );
+    // Present keys loaded, missing ones kept.
+    for (q, (s, b)) in p
+        .parameters()
+        .iter()
+        .zip(saved.parameters().iter().zip(before.parameters().iter()))
+    {
+        let keep = q.name() == "optimizer._mom" || q.name() == "potential.res_trans.1.bias";
+        assert_eq!(
+            q.value(),
+            if keep { b.value() } else { s.value() },
+            "{}",
+            q.name()
+        );
+    }
+
+    // A misshapen tensor is an error even when not strict (as in PyG), and nothing
+    // changes.
+    let mut bad = sd;
+    bad.take_raw("pool.lamb", &[1]).unwrap();
+    bad.insert(
+        "pool.lamb",
+        RawTensor::new("pool.lamb", vec![2], vec![0.0; 2]).unwrap(),
+    )
+    .unwrap();
+    let mut q = before.clone();
+    let e = q
+        .load_state_dict_with(bad, LoadOptions::new().prefix("pool.").strict(false))
+        .unwrap_err();
+    assert!(
+        matches!(&e, LayerError::WrongShape { name, .. } if name == "pool.lamb"),
+        "{e}"
+    );
+    assert_eq!(q, before);
+}
+
+#[test]
+fn merging_state_dicts_refuses_a_key_twice() {
+    let (pool, mem1, _) = model(7);
+    let mut sd = mem1.state_dict("m.").unwrap();
+    let e = sd.merge(mem1.state_dict("m.").unwrap()).unwrap_err();
+    assert_eq!(
+        e,
+        LayerError::DuplicateTensor {
+            name: "m.conv.weight".into()
+        }
+    );
+    assert_eq!(sd.len(), 3);
+    sd.merge(pool.state_dict("").unwrap()).unwrap();
+    assert_eq!(sd.len(), 3 + 13);
 }

@@ -27,7 +27,7 @@ use readout_kernels::reduce::sum_rows;
 use readout_kernels::rows::softmax_rows;
 use readout_kernels::segment::gather_rows;
 
-use super::plan::Plan;
+use super::super::validate::Plan;
 
 /// Rows per block of the per-node part: the block's `[BLOCK, H·K]` distances stay in
 /// L2 for the layer sizes of the workloads (`H·K` up to a few hundred).
@@ -71,6 +71,7 @@ pub(crate) fn forward<T: Real>(w: &Weights<'_, T>, x_rows: &[T], plan: &Plan) ->
     let b = plan.batch_size;
     let mut out = vec![T::ZERO; b * w.k * w.o];
     // out = SX · linᵀ over all B·K pooled rows at once.
+    // Replaces: `lin` in reference.rs (reshape, Linear::forward: matmul_with, reshape).
     gemm(
         &GemmShape::with_trans(b * w.k, w.o, w.f, false, true),
         T::ONE,
@@ -82,6 +83,8 @@ pub(crate) fn forward<T: Real>(w: &Weights<'_, T>, x_rows: &[T], plan: &Plan) ->
     Fused { out, s_rows }
 }
 
+/// Replaces: `gather_rows` of the kept rows in reference.rs.
+///
 /// The kept rows of `x_rows`: borrowed when every row is kept (the common case),
 /// gathered otherwise (nodes dropped by `max_num_nodes`, masked dense rows).
 fn kept_rows<'x, T: Real>(x_rows: &'x [T], f: usize, plan: &Plan) -> Cow<'x, [T]> {
@@ -114,7 +117,7 @@ struct Scratch<T> {
 /// `s [N, K]`, block by block.
 fn assign<T: Real>(w: &Weights<'_, T>, rows: &[T], s: &mut [T]) {
     let hk = w.h * w.k;
-    // ‖k‖² of every key, once.
+    // ‖k‖² of every key, once. Replaces: square(keys), sum_rows in `assign`.
     let mut knorm = vec![T::ZERO; hk];
     sq_norms(w.keys, w.f, &mut knorm);
     let scratch = || Scratch {
@@ -178,8 +181,10 @@ fn assign_block<T: Real>(
     let hk = h * k;
     let d = &mut sc.d[..m * hk];
     let xnorm = &mut sc.xnorm[..m];
+    // Replaces: square(rows), sum_rows, reshape in `assign`.
     sq_norms(xb, w.f, xnorm);
     // torch.cdist's matrix form `(−2·x·kᵀ + ‖x‖²) + ‖k‖²`, clamped at 0 (NaN kept).
+    // Replaces: scale(keys, −2), matmul_with, add, add, clamp_min in `assign`.
     gemm(
         &GemmShape::with_trans(m, hk, w.f, false, true),
         -T::from_f64(2.0),
@@ -199,8 +204,10 @@ fn assign_block<T: Real>(
         }
     }
     let q = &mut sc.q[..m * hk];
+    // Replaces: student_t.
     unary(Unary::StudentT(w.tau), d, q);
     // Σ_k q over the clusters of each (row, head): `q` seen as [m·H, K].
+    // Replaces: reshape, sum_rows, reshape, div.
     let qsum = &mut sc.qsum[..m * h];
     sum_rows(q, k, qsum);
     for (qh, &sum) in q.chunks_exact_mut(k).zip(qsum.iter()) {
@@ -209,6 +216,7 @@ fn assign_block<T: Real>(
         }
     }
     // The 1×1 conv over heads of the normalised kernel: z_j = Σ_h w_h · q_hj.
+    // Replaces: reshape, matmul(qn, w ⊗ I_K) (`head_mix_matrix`).
     let z = &mut sc.z[..m * k];
     for (zr, qr) in z.chunks_exact_mut(k).zip(q.chunks_exact(hk)) {
         zr.fill(T::ZERO);
@@ -218,10 +226,12 @@ fn assign_block<T: Real>(
             }
         }
     }
+    // Replaces: softmax.
     softmax_rows(z, k, sb);
 }
 
 /// `Sᵀ·X` per graph: `[B·K, F]`, zero blocks for empty graphs.
+/// Replaces: segment_matmul_tn(S, rows, ptr) in `ragged`.
 fn pool<T: Real>(w: &Weights<'_, T>, rows: &[T], s: &[T], plan: &Plan) -> Vec<T> {
     let (k, f) = (w.k, w.f);
     let mut sx = vec![T::ZERO; plan.batch_size * k * f];

@@ -48,7 +48,7 @@ pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, LayerError> {
 
 #[cfg(feature = "std")]
 /// Writes a whole file, mapping the I/O error to [`LayerError::Io`].
-fn write_file(path: &Path, bytes: &[u8]) -> Result<(), LayerError> {
+pub(crate) fn write_file(path: &Path, bytes: &[u8]) -> Result<(), LayerError> {
     std::fs::write(path, bytes).map_err(|e| LayerError::Io {
         path: path.display().to_string(),
         reason: e.to_string(),
@@ -259,6 +259,22 @@ impl StateDict {
             });
         }
         self.entries.insert(name.to_string(), value);
+        Ok(())
+    }
+
+    /// Moves every tensor of `other` into this one: a model's state dict gathered from
+    /// its layers' ([`PygWeights::state_dict`](crate::PygWeights::state_dict) under
+    /// each layer's prefix).
+    ///
+    /// # Errors
+    /// [`LayerError::DuplicateTensor`] naming a key both hold; nothing is moved then.
+    pub fn merge(&mut self, other: StateDict) -> Result<(), LayerError> {
+        if let Some(name) = other.names().find(|n| self.entries.contains_key(*n)) {
+            return Err(LayerError::DuplicateTensor {
+                name: name.to_string(),
+            });
+        }
+        self.entries.extend(other.entries);
         Ok(())
     }
 

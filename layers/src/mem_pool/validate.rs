@@ -1,12 +1,54 @@
-//! Where each node of a `MemPooling` input goes: `to_dense_batch`'s layout, computed
-//! once from `batch` / `mask` and shared by the dense and the ragged paths.
+//! Every input check of `MemPooling`, in one place: the constructor's arguments, the
+//! forward's `x` and [`PoolArgs`], and where each node goes — `to_dense_batch`'s
+//! layout ([`Plan`]), computed once from `batch` / `mask` and shared by the dense and
+//! the ragged paths. Sizes are checked against [`limits`] before anything is
+//! allocated.
 
 use alloc::format;
 use alloc::vec;
 use alloc::vec::Vec;
 
+use super::MemPooling;
+use super::args::PoolArgs;
 use crate::error::LayerError;
 use crate::limits;
+
+/// Checks the constructor's arguments (see [`MemPooling::new`]).
+pub(crate) fn new_args(
+    in_channels: usize,
+    out_channels: usize,
+    heads: usize,
+    num_clusters: usize,
+    tau: f64,
+) -> Result<(), LayerError> {
+    for (name, v) in [
+        ("in_channels", in_channels),
+        ("out_channels", out_channels),
+        ("heads", heads),
+        ("num_clusters", num_clusters),
+    ] {
+        if v == 0 {
+            return Err(LayerError::invalid_argument(name, 0, "must be ≥ 1"));
+        }
+    }
+    if !(tau.is_finite() && tau > 0.0) {
+        return Err(LayerError::invalid_argument(
+            "tau",
+            tau,
+            "must be finite and > 0",
+        ));
+    }
+    // Every size is checked before the parameters are allocated.
+    let keys = limits::elements("k", &[heads, num_clusters, in_channels])?;
+    let lin = limits::elements("lin.weight", &[out_channels, in_channels])?;
+    limits::elements("heads × num_clusters", &[heads, num_clusters])?;
+    limits::check(
+        "parameters",
+        &[keys.saturating_add(lin).saturating_add(heads)],
+        limits::MAX_PARAMETERS,
+    )?;
+    Ok(())
+}
 
 /// The widest buffers a forward allocates, per row and per graph, for the size caps
 /// ([`limits::MAX_ELEMENTS`]) checked before anything is allocated.
@@ -236,5 +278,92 @@ impl Plan {
             positions,
             dense_input: true,
         })
+    }
+}
+
+impl MemPooling {
+    /// The validated layout of `x` (of shape `xs`) and `args`, shared by every path.
+    pub(crate) fn plan(&self, xs: &[usize], args: PoolArgs<'_>) -> Result<Plan, LayerError> {
+        let f = self.in_channels;
+        let plan = match *xs {
+            [n, w] => {
+                if w != f {
+                    return Err(LayerError::WrongShape {
+                        name: "x".into(),
+                        expected: vec![n, f],
+                        got: xs.to_vec(),
+                    });
+                }
+                if let Some(m) = args.mask {
+                    return Err(LayerError::invalid_argument(
+                        "mask",
+                        format!("of shape {:?}", m.dims()),
+                        "applies to dense [B, N, F] input only; for [N, F] input the valid nodes come from batch",
+                    ));
+                }
+                Plan::nodes(
+                    n,
+                    args.batch,
+                    args.max_num_nodes,
+                    args.batch_size,
+                    self.widths(),
+                )?
+            }
+            [b, n, w] => {
+                if w != f {
+                    return Err(LayerError::WrongShape {
+                        name: "x".into(),
+                        expected: vec![b, n, f],
+                        got: xs.to_vec(),
+                    });
+                }
+                for (name, given) in [
+                    ("batch", args.batch.is_some()),
+                    ("max_num_nodes", args.max_num_nodes.is_some()),
+                    ("batch_size", args.batch_size.is_some()),
+                ] {
+                    if given {
+                        return Err(LayerError::invalid_argument(
+                            name,
+                            "Some(..)",
+                            "applies to [N, F] node input only; dense [B, N, F] input is already batched",
+                        ));
+                    }
+                }
+                let mask = match args.mask {
+                    Some(m) if m.dims() != [b, n] => {
+                        return Err(LayerError::WrongShape {
+                            name: "mask".into(),
+                            expected: vec![b, n],
+                            got: m.dims().to_vec(),
+                        });
+                    }
+                    Some(m) => Some(m.data()),
+                    None => None,
+                };
+                Plan::dense(b, n, mask, self.widths())?
+            }
+            _ => {
+                return Err(LayerError::invalid_argument(
+                    "x",
+                    format!("shape {xs:?}"),
+                    format!("must be [N, {f}] node features or dense [B, N, {f}]"),
+                ));
+            }
+        };
+        Ok(plan)
+    }
+
+    /// The widest buffers per row and per graph, for the size caps.
+    fn widths(&self) -> Widths {
+        // Saturating: a product beyond `usize` is refused by the caps all the same.
+        Widths {
+            row: self
+                .in_channels
+                .max(self.heads.saturating_mul(self.num_clusters)),
+            graph: self
+                .num_clusters
+                .saturating_mul(self.in_channels.max(self.out_channels)),
+        }
     }
 }
