@@ -29,6 +29,8 @@ use readout_kernels::segment::gather_rows;
 
 use super::plan::Plan;
 
+pub(crate) mod backward;
+
 /// Rows per block of the per-node part: the block's `[BLOCK, H·K]` distances stay in
 /// L2 for the layer sizes of the workloads (`H·K` up to a few hundred).
 const BLOCK: usize = 256;
@@ -110,6 +112,20 @@ struct Scratch<T> {
     z: Vec<T>,
 }
 
+impl<T: Real> Scratch<T> {
+    /// Buffers for blocks of up to [`BLOCK`] rows of a layer of `w`'s sizes.
+    fn new(w: &Weights<'_, T>) -> Self {
+        let hk = w.h * w.k;
+        Scratch {
+            d: vec![T::ZERO; BLOCK * hk],
+            q: vec![T::ZERO; BLOCK * hk],
+            xnorm: vec![T::ZERO; BLOCK],
+            qsum: vec![T::ZERO; BLOCK * w.h],
+            z: vec![T::ZERO; BLOCK * w.k],
+        }
+    }
+}
+
 /// `S = softmax(conv(normalised Student-t kernel))` of every row of `rows [N, F]` into
 /// `s [N, K]`, block by block.
 fn assign<T: Real>(w: &Weights<'_, T>, rows: &[T], s: &mut [T]) {
@@ -117,13 +133,7 @@ fn assign<T: Real>(w: &Weights<'_, T>, rows: &[T], s: &mut [T]) {
     // ‖k‖² of every key, once.
     let mut knorm = vec![T::ZERO; hk];
     sq_norms(w.keys, w.f, &mut knorm);
-    let scratch = || Scratch {
-        d: vec![T::ZERO; BLOCK * hk],
-        q: vec![T::ZERO; BLOCK * hk],
-        xnorm: vec![T::ZERO; BLOCK],
-        qsum: vec![T::ZERO; BLOCK * w.h],
-        z: vec![T::ZERO; BLOCK * w.k],
-    };
+    let scratch = || Scratch::new(w);
     // Blocks are independent (each writes its own rows of `S`), so with the `rayon`
     // feature they run in parallel, one scratch per worker; every row gets the same
     // operations whatever the number of threads.

@@ -85,12 +85,20 @@ const LIN: usize = 2;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum PoolPath {
     /// On the real rows only, with `Sᵀ·X` per graph over CSR segments: the cost follows
-    /// the number of real nodes, not `B × N_max`. The default.
+    /// the number of real nodes, not `B × N_max`. The default. On a recording tape the
+    /// soft assignment `S` is one fused node whose backward pass recomputes per block
+    /// what it needs, so no `[N, H·K]` tensor is kept; its gradient cannot be
+    /// differentiated again (see [`PoolPath::RaggedTape`]).
     #[default]
     Ragged,
     /// PyG's computation: pad to `[B, N_max, F]` (`to_dense_batch`), compute on every
     /// padded row, mask, and a batched `Sᵀ·X`.
     Dense,
+    /// [`PoolPath::Ragged`]'s computation recorded op by op on the tape: the reference
+    /// the fused training node is tested against, and the ragged path for
+    /// second-order derivatives (`create_graph = true`), which the fused node refuses.
+    /// It keeps about a dozen `[N, H·K]` tensors on the tape until the backward pass.
+    RaggedTape,
 }
 
 /// A dense-input mask `[B, N]`: `true` for valid nodes (PyG's `mask`).
@@ -457,7 +465,7 @@ impl MemPooling {
         x: &Tensor<f32>,
         args: PoolArgs<'_>,
     ) -> Result<(Tensor<f32>, Tensor<f32>), LayerError> {
-        if args.path == PoolPath::Dense {
+        if args.path != PoolPath::Ragged {
             let (mut tape, mut pooled) = self.infer_on_tape(x, args)?;
             let s = pooled.s(&mut tape)?;
             return Ok((tape.value(pooled.out())?.clone(), tape.value(s)?.clone()));
@@ -485,7 +493,7 @@ impl MemPooling {
         x: &Tensor<f32>,
         args: PoolArgs<'_>,
     ) -> Result<(Tensor<f32>, Tensor<f32>), LayerError> {
-        if args.path == PoolPath::Dense {
+        if args.path != PoolPath::Ragged {
             let (mut tape, mut pooled) = self.infer_on_tape(x, args)?;
             let s = pooled.s_nodes(&mut tape)?;
             return Ok((tape.value(pooled.out())?.clone(), tape.value(s)?.clone()));
@@ -600,7 +608,9 @@ impl MemPooling {
         // The row view: [N, F] or [B·N, F].
         let x_rows = tape.reshape(x, &[plan.rows, self.in_channels])?;
         match args.path {
-            PoolPath::Ragged => self.ragged(tape, params, x_rows, plan),
+            PoolPath::Ragged | PoolPath::RaggedTape => {
+                self.ragged(tape, params, x_rows, plan, args.path)
+            }
             PoolPath::Dense => self.dense(tape, params, x_rows, plan),
         }
     }
@@ -829,19 +839,32 @@ impl MemPooling {
         })
     }
 
-    /// The same result on the real rows only.
+    /// The same result on the real rows only: `S` from the fused node
+    /// ([`PoolPath::Ragged`]) or op by op ([`PoolPath::RaggedTape`]), then `Sᵀ·X` per
+    /// graph and `lin` on the tape (why there: `fused::backward`'s module doc).
     fn ragged<T: Real>(
         &self,
         tape: &mut Tape<T>,
         params: &Bound,
         x_rows: Var,
         plan: Plan,
+        path: PoolPath,
     ) -> Result<Pooled, LayerError> {
         let rows = match &plan.kept {
             Some(kept) => tape.gather_rows(x_rows, kept)?,
             None => x_rows,
         };
-        let s_rows = self.assign(tape, params, rows)?;
+        let s_rows = if path == PoolPath::RaggedTape {
+            self.assign(tape, params, rows)?
+        } else {
+            let sizes = fused::backward::Sizes {
+                f: self.in_channels,
+                h: self.heads,
+                k: self.num_clusters,
+                tau: T::from_f64(self.tau),
+            };
+            fused::backward::record(tape, sizes, params.var(K), params.var(CONV), rows)?
+        };
         let sx = tape.segment_matmul_tn(s_rows, rows, &plan.ptr)?;
         let out = self.lin(tape, params, sx, plan.batch_size)?;
         Ok(Pooled {
