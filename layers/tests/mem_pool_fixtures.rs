@@ -67,7 +67,11 @@ fn run(name: &str, path: PoolPath, ragged_kl: bool) -> Vec<(String, Vec<f64>, St
     let mut got = Vec::new();
     let mut keep = |what: &str, t: &Tensor<f64>, key: &str| {
         let want = common::layer_shape(case.f(key).0);
-        assert_eq!(t.shape(), want.as_slice(), "{name} {path:?}: shape of {what}");
+        assert_eq!(
+            t.shape(),
+            want.as_slice(),
+            "{name} {path:?}: shape of {what}"
+        );
         got.push((what.to_string(), t.data().to_vec(), key.to_string()));
     };
     keep("out", &tape.value(out).unwrap().clone(), "expect.out");
@@ -159,9 +163,15 @@ fn fused_node_equals_the_tape_on_every_case() {
         let taped = run(name, PoolPath::RaggedTape, true);
         for ((what, a, _), (_, b, _)) in fused.iter().zip(&taped) {
             let scale = b.iter().fold(f64::MIN_POSITIVE, |m, v| m.max(v.abs()));
-            let diff = a.iter().zip(b).fold(0.0f64, |m, (x, y)| m.max((x - y).abs()));
+            let diff = a
+                .iter()
+                .zip(b)
+                .fold(0.0f64, |m, (x, y)| m.max((x - y).abs()));
             println!("{name} {what}: fused vs tape {:.1e}", diff / scale);
-            assert!(diff <= 1e-12 * scale, "{name} {what}: {diff:e} of {scale:e}");
+            assert!(
+                diff <= 1e-12 * scale,
+                "{name} {what}: {diff:e} of {scale:e}"
+            );
         }
     }
 }

@@ -235,7 +235,9 @@ impl<T: Real> Assignment<T> {
                     .chunks_mut(chunk_rows * f)
                     .map(Some)
                     .collect(),
-                None => (0..xs.len().div_ceil(chunk_rows * f)).map(|_| None).collect(),
+                None => (0..xs.len().div_ceil(chunk_rows * f))
+                    .map(|_| None)
+                    .collect(),
             };
             let in_wave = (hi - lo).div_ceil(chunk_rows);
             debug_assert!(wave * WAVE + in_wave <= chunks);
@@ -355,7 +357,11 @@ fn chunk<T: Real>(w: &Weights<'_, T>, knorm: &[T], task: Task<'_, T>, sc: &mut B
         // Softmax's backward (replaces the tape's softmax rule):
         // ḡz_j = s_j·(g_j − Σ_l s_l·g_l).
         let dz = &mut sc.dz[..m * k];
-        for ((dzr, sr), gr) in dz.chunks_exact_mut(k).zip(s.chunks_exact(k)).zip(gb.chunks_exact(k)) {
+        for ((dzr, sr), gr) in dz
+            .chunks_exact_mut(k)
+            .zip(s.chunks_exact(k))
+            .zip(gb.chunks_exact(k))
+        {
             let dot = sr.iter().zip(gr).fold(T::ZERO, |a, (&sv, &gv)| a + sv * gv);
             for ((o, &sv), &gv) in dzr.iter_mut().zip(sr).zip(gr) {
                 *o = sv * (gv - dot);
@@ -367,7 +373,11 @@ fn chunk<T: Real>(w: &Weights<'_, T>, knorm: &[T], task: Task<'_, T>, sc: &mut B
         // c_h = Σ_j ḡz_j·n_hj, w̄_h += c_h, d̄_hj = −(p/τ)·w_h·(ḡz_j − c_h)·n_hj/(1 + d_hj/τ).
         let d = &mut sc.fwd.d[..m * hk];
         let n_all = &sc.fwd.q[..m * hk];
-        for ((drow, nrow), dzr) in d.chunks_exact_mut(hk).zip(n_all.chunks_exact(hk)).zip(dz.chunks_exact(k)) {
+        for ((drow, nrow), dzr) in d
+            .chunks_exact_mut(hk)
+            .zip(n_all.chunks_exact(hk))
+            .zip(dz.chunks_exact(k))
+        {
             for (((dh, nh), &wh), dwh) in drow
                 .chunks_exact_mut(k)
                 .zip(nrow.chunks_exact(k))
@@ -413,7 +423,11 @@ fn chunk<T: Real>(w: &Weights<'_, T>, knorm: &[T], task: Task<'_, T>, sc: &mut B
                 T::ZERO,
                 dxb,
             );
-            for ((o, x), &r) in dxb.chunks_exact_mut(f).zip(xb.chunks_exact(f)).zip(drows.iter()) {
+            for ((o, x), &r) in dxb
+                .chunks_exact_mut(f)
+                .zip(xb.chunks_exact(f))
+                .zip(drows.iter())
+            {
                 for (ov, &xv) in o.iter_mut().zip(x) {
                     *ov += two * r * xv;
                 }
