@@ -70,18 +70,23 @@ pub(crate) fn forward<T: Real>(w: &Weights<'_, T>, x_rows: &[T], plan: &Plan) ->
     let mut s_rows = vec![T::ZERO; n * w.k];
     assign(w, &rows, &mut s_rows);
     let sx = pool(w, &rows, &s_rows, plan);
-    let b = plan.batch_size;
-    let mut out = vec![T::ZERO; b * w.k * w.o];
-    // out = SX · linᵀ over all B·K pooled rows at once.
+    let out = project(w, &sx);
+    Fused { out, s_rows }
+}
+
+/// `out = SX · linᵀ` over all `B·K` pooled rows `sx [B·K, F]` at once: `[B·K, F']`.
+fn project<T: Real>(w: &Weights<'_, T>, sx: &[T]) -> Vec<T> {
+    let rows = sx.len() / w.f;
+    let mut out = vec![T::ZERO; rows * w.o];
     gemm(
-        &GemmShape::with_trans(b * w.k, w.o, w.f, false, true),
+        &GemmShape::with_trans(rows, w.o, w.f, false, true),
         T::ONE,
-        &sx,
+        sx,
         w.lin,
         T::ZERO,
         &mut out,
     );
-    Fused { out, s_rows }
+    out
 }
 
 /// The kept rows of `x_rows`: borrowed when every row is kept (the common case),

@@ -36,6 +36,13 @@
 //! PyG's padded `[B, N_max, K]` shape, and [`Pooled::s_nodes`] gives it without padding.
 //! Both paths give the same numbers (up to rounding) and the same gradients.
 //!
+//! For training, the ragged path records two fused nodes (the soft assignment `S`, and
+//! `out` from it), whose backward passes recompute per block of rows what they need
+//! instead of keeping a dozen `[N, H·K]` tensors on the tape; the derivation is in
+//! the `fused::backward` module. Their gradients are first-order only:
+//! [`PoolPath::RaggedTape`] records the same computation op by op, for second-order
+//! derivatives and as the reference the fused nodes are tested against.
+//!
 //! # Differences from PyG 2.8.1
 //! - [`MemPooling::kl_loss`]: PyG returns NaN for a batch holding a graph with no valid
 //!   node (an all-false mask row, or trailing empty graphs from `batch_size`): it divides
@@ -85,9 +92,9 @@ const LIN: usize = 2;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum PoolPath {
     /// On the real rows only, with `Sᵀ·X` per graph over CSR segments: the cost follows
-    /// the number of real nodes, not `B × N_max`. The default. On a recording tape the
-    /// soft assignment `S` is one fused node whose backward pass recomputes per block
-    /// what it needs, so no `[N, H·K]` tensor is kept; its gradient cannot be
+    /// the number of real nodes, not `B × N_max`. The default. On a recording tape,
+    /// `S` and `out` are two fused nodes whose backward passes recompute per block
+    /// what they need, so no `[N, H·K]` tensor is kept; their gradients cannot be
     /// differentiated again (see [`PoolPath::RaggedTape`]).
     #[default]
     Ragged,
@@ -854,19 +861,25 @@ impl MemPooling {
             Some(kept) => tape.gather_rows(x_rows, kept)?,
             None => x_rows,
         };
-        let s_rows = if path == PoolPath::RaggedTape {
-            self.assign(tape, params, rows)?
+        let (out, s_rows) = if path == PoolPath::RaggedTape {
+            let s_rows = self.assign(tape, params, rows)?;
+            let sx = tape.segment_matmul_tn(s_rows, rows, &plan.ptr)?;
+            (self.lin(tape, params, sx, plan.batch_size)?, s_rows)
         } else {
             let sizes = fused::backward::Sizes {
                 f: self.in_channels,
+                o: self.out_channels,
                 h: self.heads,
                 k: self.num_clusters,
                 tau: T::from_f64(self.tau),
             };
-            fused::backward::record(tape, sizes, params.var(K), params.var(CONV), rows)?
+            let vars = fused::backward::ParamVars {
+                keys: params.var(K),
+                conv: params.var(CONV),
+                lin: params.var(LIN),
+            };
+            fused::backward::record(tape, sizes, vars, rows, &plan)?
         };
-        let sx = tape.segment_matmul_tn(s_rows, rows, &plan.ptr)?;
-        let out = self.lin(tape, params, sx, plan.batch_size)?;
         Ok(Pooled {
             out,
             s: None,

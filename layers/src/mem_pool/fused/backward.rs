@@ -1,26 +1,31 @@
-//! The training path's engine: `MemPooling`'s soft assignment `S` as one custom-backward
-//! node on the tape, whose backward pass recomputes what it needs block by block.
+//! The training path's engine: `MemPooling`'s ragged forward as two custom-backward
+//! nodes on the tape, whose backward passes recompute what they need block by block.
 //!
-//! On the tape, the assignment is about twenty ops, and every one of them keeps an
-//! `[N, H·K]` tensor alive until the backward pass (the distances, the kernel, its
-//! normalisation, …): on `mp_large` that is most of two gigabytes. This node keeps only
-//! the node rows `X [N, F]` and the weights; its value is `S [N, K]`. Its backward rule
-//! runs the forward engine's block code ([`super::assign_block`]) again on each block of
-//! [`BLOCK`] rows, then the derivative below, in cache.
+//! On the tape, the soft assignment is about twenty ops, and every one of them keeps
+//! an `[N, H·K]` tensor alive until the backward pass (the distances, the kernel, its
+//! normalisation, …): on `mp_large` that is most of two gigabytes. Here the forward
+//! engine ([`super::forward`]'s steps) computes `S` and `out`, and the tape gets:
 //!
-//! # What the node covers, and why `Sᵀ·X`, `lin` and `kl_loss` stay on the tape
+//! - the **assignment node** `S [N, K]` of (`k`, `conv.weight`, rows `X`). It keeps
+//!   only `X` and the weights; its backward rule runs the forward engine's block code
+//!   ([`super::assign_block`]) again on each block of [`BLOCK`] rows, then the
+//!   derivative below, in cache;
+//! - the **pooling node** `out [B, K, F']` of (`S`, `X`, `lin.weight`): `Sᵀ·X` per
+//!   graph, then `lin`. It keeps `S`, `X` (shared with the assignment node) and the
+//!   `[B·K, F]` pooled rows; its backward runs the per-graph products in parallel.
+//!
+//! # Why two nodes, and why `kl_loss` stays on the tape
 //!
 //! A custom node has one output, and `S` must be one: `kl_loss` and any loss the user
-//! builds on `S` (PyG returns it) need its gradient. So the node ends at `S`; the
-//! per-graph product `Sᵀ·X` and `lin` stay on the tape
-//! ([`readout_core::Tape::segment_matmul_tn`] and a matmul), whose backward needs only
-//! `S`, `X` and the small `[B·K, F]` pooled rows, and the tape adds the gradients that
-//! reach `S` from `out`, from `kl_loss` and from the user's loss before calling this
-//! node's rule once with their sum. Fusing `Sᵀ·X` and `lin` into the node would mean
-//! packing `out` and `S` into one output and slicing them apart, which copies more than
-//! the one `[N, K]` add it saves; fusing `kl_loss` would compute it on every forward
-//! whether asked for or not, and `S` would still have to be an output. `kl_loss` is
-//! `O(N·K)` elementwise work, small next to the node's `O(N·H·K·F)`.
+//! builds on `S` (PyG returns it) need its gradient. With `S` a node of its own, the
+//! tape adds the gradients that reach `S` from `out` (the pooling node's rule), from
+//! `kl_loss` and from the user's loss, and calls the assignment node's rule once with
+//! their sum: the one extra cost is an `[N, K]` add. The alternatives cost more or
+//! are wrong more easily: packing `out` and `S` into one output means slicing them
+//! apart with copies in both passes; fusing `kl_loss` would compute it on every
+//! forward whether asked for or not, and `S` would still have to be an output.
+//! `kl_loss` on the tape is about twenty `O(N·K)` elementwise ops, small next to the
+//! nodes' `O(N·H·K·F)`.
 //!
 //! # The derivative
 //!
@@ -62,27 +67,37 @@
 //! and the partial sums are added in chunk order. The chunks are fixed by the row count
 //! alone, so the result does not depend on the number of threads; with the `rayon`
 //! feature, up to [`WAVE`] chunks at a time run in parallel, when the work is large
-//! enough to pay for the hand-over (see [`parallel`]).
+//! enough to pay for the hand-over (see [`parallel`]). The pooling node's `lin̄` and
+//! `SX̄` are one GEMM each, and its per-graph products write disjoint rows of `S̄`
+//! and `X̄`, so it too gives the same bits on any number of threads.
 //!
 //! # Second-order derivatives
 //!
-//! The rule computes numbers, not tape ops, so a gradient through this node cannot be
-//! differentiated again: a backward pass through it with `create_graph = true` returns
-//! [`CoreError::NotRecordable`] naming this node and the path that can
+//! The rules compute numbers, not tape ops, so a gradient through these nodes cannot be
+//! differentiated again: a backward pass through them with `create_graph = true`
+//! returns [`CoreError::NotRecordable`] naming them and the path that can
 //! ([`super::super::PoolPath::RaggedTape`], the same computation recorded op by op).
+//!
+//! # Memory
+//!
+//! The nodes' kept state (`X`, `S`, the pooled rows, the weights) lives in their rules,
+//! not in tape values, so [`readout_core::Tape::stats`] does not count it; an
+//! allocation counter (the benches' report) does, as it counts the workspaces.
 
 use alloc::boxed::Box;
+use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
 
 use readout_core::{CoreError, CustomBackward, Real, Tape, Tensor, Var};
 use readout_kernels::gemm::{GemmShape, gemm};
 
-use super::{BLOCK, Scratch, Weights, assign, assign_block, sq_norms};
+use super::super::plan::Plan;
+use super::{BLOCK, Scratch, Weights, assign, assign_block, pool, project, sq_norms};
 
 /// The node's name in errors; it says what to use for second-order derivatives.
-pub(crate) const NAME: &str = "MemPooling's fused assignment node (PoolPath::Ragged; \
-     for second-order derivatives use PoolPath::RaggedTape, which records it op by op)";
+pub(crate) const NAME: &str = "MemPooling's fused training nodes (PoolPath::Ragged; \
+     for second-order derivatives use PoolPath::RaggedTape, which records them op by op)";
 
 /// Blocks per chunk of the reduction over rows: the unit of parallel work. Two blocks
 /// (512 rows) give even small batches (`mp_proteins`: ~870 rows) two chunks, and cost
@@ -93,11 +108,13 @@ const CHUNK_BLOCKS: usize = 2;
 /// values whatever the row count.
 const WAVE: usize = 16;
 
-/// The assignment's sizes (the node needs neither `F'` nor `lin`).
+/// The layer's sizes.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Sizes<T> {
     /// `F`, the input width.
     pub(crate) f: usize,
+    /// `F'`, the output width.
+    pub(crate) o: usize,
     /// `H`, the number of heads.
     pub(crate) h: usize,
     /// `K`, the number of clusters.
@@ -106,15 +123,28 @@ pub(crate) struct Sizes<T> {
     pub(crate) tau: T,
 }
 
-/// What the backward rule keeps: the rows and the weights, never an `[N, H·K]` tensor.
+/// The layer's parameters on the tape (`k [H, K, F]`, `conv.weight [H]`,
+/// `lin.weight [F', F]`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ParamVars {
+    /// `k`.
+    pub(crate) keys: Var,
+    /// `conv.weight`.
+    pub(crate) conv: Var,
+    /// `lin.weight`.
+    pub(crate) lin: Var,
+}
+
+/// What the assignment node's rule keeps: the rows and the weights, never an
+/// `[N, H·K]` tensor.
 struct Assignment<T> {
     sizes: Sizes<T>,
     /// The keys `[H·K, F]`.
     keys: Vec<T>,
     /// The head weights `[H]`.
     conv: Vec<T>,
-    /// The node rows `[N, F]`.
-    rows: Vec<T>,
+    /// The node rows `[N, F]`, shared with the pooling node.
+    rows: Arc<[T]>,
     /// The shapes of the three inputs, for their gradients.
     shapes: [Vec<usize>; 3],
     /// Whether the rows want a gradient (the `D̄·K` GEMM is skipped otherwise).
@@ -124,65 +154,101 @@ struct Assignment<T> {
 impl<T: Real> Assignment<T> {
     /// The forward engine's view of the weights (it reads neither `o` nor `lin`).
     fn weights(&self) -> Weights<'_, T> {
-        view(self.sizes, &self.keys, &self.conv)
+        view(self.sizes, &self.keys, &self.conv, &[])
     }
 }
 
-fn view<'a, T: Real>(s: Sizes<T>, keys: &'a [T], conv: &'a [T]) -> Weights<'a, T> {
+fn view<'a, T: Real>(s: Sizes<T>, keys: &'a [T], conv: &'a [T], lin: &'a [T]) -> Weights<'a, T> {
     Weights {
         f: s.f,
-        o: 0,
+        o: s.o,
         h: s.h,
         k: s.k,
         tau: s.tau,
         keys,
         conv,
-        lin: &[],
+        lin,
     }
 }
 
-/// `S [N, K]` of `rows [N, F]` with keys `keys` (`[H, K, F]`) and head weights `conv`
-/// (`[H]`) on `tape`: computed by the forward engine, and recorded as one node whose
-/// backward rule is [`Assignment`]'s when the tape records and an input wants a
-/// gradient (a constant otherwise, as any op on a non-recording tape).
+/// `(out [B, K, F'], S [N, K])` of the kept rows `rows [N, F]` laid out by `plan`, on
+/// `tape`: computed by the forward engine, and recorded as two nodes when the tape
+/// records and an input wants a gradient (constants otherwise, as any op on a
+/// non-recording tape): the assignment node `S` of (`k`, `conv.weight`, `rows`), and
+/// the pooling node `out` of (`S`, `rows`, `lin.weight`).
 ///
 /// # Errors
 /// [`CoreError::UnknownVar`] for a handle not on `tape`; shape errors from building
-/// `S`.
+/// the values.
 pub(crate) fn record<T: Real>(
     tape: &mut Tape<T>,
     sizes: Sizes<T>,
-    keys: Var,
-    conv: Var,
+    params: ParamVars,
     rows: Var,
-) -> Result<Var, CoreError> {
+    plan: &Plan,
+) -> Result<(Var, Var), CoreError> {
     let x = tape.value(rows)?.data();
     let n = x.len() / sizes.f.max(1);
-    let mut s = vec![T::ZERO; n * sizes.k];
-    {
-        let (kv, cv) = (tape.value(keys)?.data(), tape.value(conv)?.data());
-        assign(&view(sizes, kv, cv), x, &mut s);
-    }
-    let value = Tensor::from_vec(&[n, sizes.k], s)?;
+    let (b, k) = (plan.batch_size, sizes.k);
+    let mut s = vec![T::ZERO; n * k];
+    let (sx, out) = {
+        let w = view(
+            sizes,
+            tape.value(params.keys)?.data(),
+            tape.value(params.conv)?.data(),
+            tape.value(params.lin)?.data(),
+        );
+        // The forward engine's steps (replacing the tape's twenty-odd ops of the
+        // assignment, segment_matmul_tn, and the lin matmul with its reshapes).
+        assign(&w, x, &mut s);
+        let sx = pool(&w, x, &s, plan);
+        let out = project(&w, &sx);
+        (sx, out)
+    };
+    let s_value = Tensor::from_vec(&[n, k], s)?;
+    let out_value = Tensor::from_vec(&[b, k, sizes.o], out)?;
     let wants = |v: Var| tape.requires_grad(v);
     let rows_grad = wants(rows)?;
-    if !(tape.is_recording() && (wants(keys)? || wants(conv)? || rows_grad)) {
-        return Ok(tape.constant(value));
+    let assign_grad = wants(params.keys)? || wants(params.conv)? || rows_grad;
+    if !(tape.is_recording() && (assign_grad || wants(params.lin)?)) {
+        return Ok((tape.constant(out_value), tape.constant(s_value)));
     }
     let owned = |v: Var| -> Result<(Vec<T>, Vec<usize>), CoreError> {
         let t = tape.value(v)?;
         Ok((t.data().to_vec(), t.shape().to_vec()))
     };
-    let ((keys_v, ks), (conv_v, cs), (rows_v, rs)) = (owned(keys)?, owned(conv)?, owned(rows)?);
-    let rule = Assignment {
-        sizes,
-        keys: keys_v,
-        conv: conv_v,
-        rows: rows_v,
-        shapes: [ks, cs, rs],
-        rows_grad,
-    };
-    tape.custom(&[keys, conv, rows], value, Box::new(rule))
+    let (keys_v, ks) = owned(params.keys)?;
+    let (conv_v, cs) = owned(params.conv)?;
+    let (lin_v, _) = owned(params.lin)?;
+    let (rows_v, rs) = owned(rows)?;
+    let rows_v: Arc<[T]> = rows_v.into();
+    let s_kept: Arc<[T]> = s_value.data().into();
+    let s_var = tape.custom(
+        &[params.keys, params.conv, rows],
+        s_value,
+        Box::new(Assignment {
+            sizes,
+            keys: keys_v,
+            conv: conv_v,
+            rows: rows_v.clone(),
+            shapes: [ks, cs, rs],
+            rows_grad,
+        }),
+    )?;
+    let out_var = tape.custom(
+        &[s_var, rows, params.lin],
+        out_value,
+        Box::new(Pooling {
+            sizes,
+            lin: lin_v,
+            rows: rows_v,
+            s: s_kept,
+            sx,
+            ptr: plan.ptr.clone(),
+            rows_grad,
+        }),
+    )?;
+    Ok((out_var, s_var))
 }
 
 impl<T: Real> CustomBackward<T> for Assignment<T> {
@@ -433,5 +499,124 @@ fn chunk<T: Real>(w: &Weights<'_, T>, knorm: &[T], task: Task<'_, T>, sc: &mut B
                 }
             }
         }
+    }
+}
+
+/// What the pooling node's rule keeps: `S`, the rows, the pooled rows `SX [B·K, F]`
+/// and `lin`.
+struct Pooling<T> {
+    sizes: Sizes<T>,
+    /// `lin.weight [F', F]`.
+    lin: Vec<T>,
+    /// The node rows `[N, F]`, shared with the assignment node.
+    rows: Arc<[T]>,
+    /// `S [N, K]`.
+    s: Arc<[T]>,
+    /// `Sᵀ·X` per graph, `[B·K, F]`.
+    sx: Vec<T>,
+    /// CSR boundaries of the graphs' rows.
+    ptr: Vec<usize>,
+    /// Whether the rows want a gradient.
+    rows_grad: bool,
+}
+
+impl<T: Real> CustomBackward<T> for Pooling<T> {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    /// `out = (Sᵀ·X)·linᵀ` per graph, so with `Ō = ∂L/∂out`:
+    /// `lin̄ = Ōᵀ·SX` and `SX̄ = Ō·lin` over all `B·K` pooled rows (the matmul's rule),
+    /// then per graph `S̄_g = X_g·SX̄_gᵀ` and `X̄_g = S_g·SX̄_g` (segment_matmul_tn's).
+    fn backward(&self, grad: &Tensor<T>) -> Result<Vec<Option<Tensor<T>>>, CoreError> {
+        let Sizes { f, o, k, .. } = self.sizes;
+        let dout = grad.data();
+        let pooled = self.sx.len() / f;
+        let n = self.rows.len() / f;
+        let mut dlin = vec![T::ZERO; o * f];
+        gemm(
+            &GemmShape::with_trans(o, f, pooled, true, false),
+            T::ONE,
+            dout,
+            &self.sx,
+            T::ZERO,
+            &mut dlin,
+        );
+        let mut dsx = vec![T::ZERO; pooled * f];
+        gemm(
+            &GemmShape::with_trans(pooled, f, o, false, false),
+            T::ONE,
+            dout,
+            &self.lin,
+            T::ZERO,
+            &mut dsx,
+        );
+        let mut ds = vec![T::ZERO; n * k];
+        let mut dx = self.rows_grad.then(|| vec![T::ZERO; n * f]);
+        // Each graph's rows of S̄ and X̄, split off in graph order.
+        let mut graphs = Vec::with_capacity(self.ptr.len().saturating_sub(1));
+        let (mut ds_rest, mut dx_rest) = (ds.as_mut_slice(), dx.as_deref_mut());
+        for (g, win) in self.ptr.windows(2).enumerate() {
+            let len = win[1] - win[0];
+            let (dsg, r) = core::mem::take(&mut ds_rest).split_at_mut(len * k);
+            ds_rest = r;
+            let dxg = match dx_rest.take() {
+                Some(d) => {
+                    let (dxg, r) = d.split_at_mut(len * f);
+                    dx_rest = Some(r);
+                    Some(dxg)
+                }
+                None => None,
+            };
+            graphs.push((g, dsg, dxg));
+        }
+        let one = |(g, dsg, dxg): (usize, &mut [T], Option<&mut [T]>)| {
+            let (lo, hi) = (self.ptr[g], self.ptr[g + 1]);
+            if lo == hi {
+                return;
+            }
+            let dsx_g = &dsx[g * k * f..(g + 1) * k * f];
+            gemm(
+                &GemmShape::with_trans(hi - lo, k, f, false, true),
+                T::ONE,
+                &self.rows[lo * f..hi * f],
+                dsx_g,
+                T::ZERO,
+                dsg,
+            );
+            if let Some(dxg) = dxg {
+                gemm(
+                    &GemmShape::with_trans(hi - lo, f, k, false, false),
+                    T::ONE,
+                    &self.s[lo * k..hi * k],
+                    dsx_g,
+                    T::ZERO,
+                    dxg,
+                );
+            }
+        };
+        // One graph per task with the `rayon` feature (graphs write disjoint rows),
+        // when the products (`4·N·K·F` FLOPs) are worth a hand-over, as in the
+        // forward engine's `pool`.
+        #[cfg(feature = "rayon")]
+        if rayon::current_num_threads() > 1
+            && graphs.len() > 1
+            && (4 * n * k * f) as u64 >= readout_kernels::gemm::PARALLEL_MIN_FLOPS
+        {
+            use rayon::prelude::*;
+            graphs.into_par_iter().for_each(one);
+        } else {
+            graphs.into_iter().for_each(one);
+        }
+        #[cfg(not(feature = "rayon"))]
+        graphs.into_iter().for_each(one);
+        Ok(vec![
+            Some(Tensor::from_vec(&[n, k], ds)?),
+            match dx {
+                Some(dx) => Some(Tensor::from_vec(&[n, f], dx)?),
+                None => None,
+            },
+            Some(Tensor::from_vec(&[o, f], dlin)?),
+        ])
     }
 }
