@@ -30,6 +30,7 @@ use readout_kernels::segment::gather_rows;
 use super::plan::Plan;
 
 pub(crate) mod backward;
+pub(crate) mod kl;
 
 /// Rows per block of the per-node part: the block's `[BLOCK, H·K]` distances stay in
 /// L2 for the layer sizes of the workloads (`H·K` up to a few hundred).

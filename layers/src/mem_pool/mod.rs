@@ -216,6 +216,8 @@ pub struct Pooled {
     s_rows: Option<Var>,
     plan: Plan,
     num_clusters: usize,
+    /// Whether `kl_loss` is the fused node ([`PoolPath::Ragged`]) or recorded op by op.
+    fused: bool,
 }
 
 impl Pooled {
@@ -274,6 +276,7 @@ impl Pooled {
     /// [`LayerError::Core`] if the tape no longer holds this result's nodes.
     pub fn kl_loss<T: Real>(&mut self, tape: &mut Tape<T>) -> Result<Var, LayerError> {
         match self.s_rows {
+            Some(rows) if self.fused => Ok(fused::kl::record(tape, rows, &self.plan.ptr)?),
             Some(rows) => kl::ragged(tape, rows, &self.plan.ptr),
             None => {
                 let s = self.s(tape)?;
@@ -843,6 +846,7 @@ impl MemPooling {
             s_rows: None,
             plan,
             num_clusters: k,
+            fused: false,
         })
     }
 
@@ -886,6 +890,7 @@ impl MemPooling {
             s_rows: Some(s_rows),
             plan,
             num_clusters: self.num_clusters,
+            fused: path == PoolPath::Ragged,
         })
     }
 

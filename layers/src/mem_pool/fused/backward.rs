@@ -220,8 +220,8 @@ pub(crate) fn record<T: Real>(
     let (keys_v, ks) = owned(params.keys)?;
     let (conv_v, cs) = owned(params.conv)?;
     let (lin_v, _) = owned(params.lin)?;
-    let (rows_v, rs) = owned(rows)?;
-    let rows_v: Arc<[T]> = rows_v.into();
+    let rs = tape.value(rows)?.shape().to_vec();
+    let rows_v: Arc<[T]> = Arc::from(tape.value(rows)?.data());
     let s_kept: Arc<[T]> = s_value.data().into();
     let s_var = tape.custom(
         &[params.keys, params.conv, rows],
