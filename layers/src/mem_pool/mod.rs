@@ -269,8 +269,10 @@ impl Pooled {
     }
 
     /// `MemPooling.kl_loss(S)` of this batch (see [`MemPooling::kl_loss_on`]); on the
-    /// ragged path it is computed on the real rows only (padded rows contribute exactly
-    /// 0 to PyG's sum, so this is the same value).
+    /// ragged paths it is computed on the real rows only (padded rows contribute exactly
+    /// 0 to PyG's sum, so this is the same value), as one fused node on
+    /// [`PoolPath::Ragged`] (first-order gradients only) and op by op on
+    /// [`PoolPath::RaggedTape`].
     ///
     /// # Errors
     /// [`LayerError::Core`] if the tape no longer holds this result's nodes.

@@ -14,18 +14,19 @@
 //!   graph, then `lin`. It keeps `S`, `X` (shared with the assignment node) and the
 //!   `[B·K, F]` pooled rows; its backward runs the per-graph products in parallel.
 //!
-//! # Why two nodes, and why `kl_loss` stays on the tape
+//! # Why two nodes, and `kl_loss` as a third
 //!
 //! A custom node has one output, and `S` must be one: `kl_loss` and any loss the user
 //! builds on `S` (PyG returns it) need its gradient. With `S` a node of its own, the
 //! tape adds the gradients that reach `S` from `out` (the pooling node's rule), from
 //! `kl_loss` and from the user's loss, and calls the assignment node's rule once with
-//! their sum: the one extra cost is an `[N, K]` add. The alternatives cost more or
-//! are wrong more easily: packing `out` and `S` into one output means slicing them
-//! apart with copies in both passes; fusing `kl_loss` would compute it on every
-//! forward whether asked for or not, and `S` would still have to be an output.
-//! `kl_loss` on the tape is about twenty `O(N·K)` elementwise ops, small next to the
-//! nodes' `O(N·H·K·F)`.
+//! their sum: the one extra cost is an `[N, K]` add. Packing `out` and `S` into one
+//! output instead would mean slicing them apart with copies in both passes. For the
+//! same reason `kl_loss` is not folded into these nodes (it would be computed on every
+//! forward, asked for or not, and `S` would still have to be an output); it is a
+//! node of its own on `S` ([`super::kl`]), created when [`super::super::Pooled::kl_loss`]
+//! is called, which replaces the tape's twenty-odd `[N, K]` ops and their kept results
+//! by two passes over `S` each way.
 //!
 //! # The derivative
 //!
