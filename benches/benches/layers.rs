@@ -2,7 +2,8 @@
 //! threads: `cargo bench -p readout-benches --bench layers` (add `-- NAME` to filter,
 //! e.g. `-- eq_small/train`, and `--noplot` to save time).
 //!
-//! Bench ids are `WORKLOAD/MODE/Nt`. Each workload × mode is first probed on a fraction
+//! Bench ids are `WORKLOAD/MODE/Nt`: the reference workloads of `workloads.json`, then
+//! the extra MemPooling shapes of `readout_benches::case::EXTRA_MP` (criterion only). Each workload × mode is first probed on a fraction
 //! of its rows (`readout_benches::measure::probe_within`, about a second for the
 //! largest); an entry predicted over half the available memory or over
 //! [`MAX_CALL_SECONDS`] per call is skipped with the reason on stderr (the `report`
@@ -27,7 +28,7 @@ use std::time::Duration;
 
 use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
 use readout_benches::alloc::CountingAlloc;
-use readout_benches::case::{Prepared, Spec, all_specs};
+use readout_benches::case::{Prepared, Spec, all_specs, extra_mp_specs};
 use readout_benches::machine;
 use readout_benches::measure::{self, GIB, Limits};
 use readout_benches::workload::EqSpec;
@@ -52,6 +53,7 @@ fn bench_layers(c: &mut Criterion) {
         .collect();
     let mut specs = all_specs(&workloads);
     specs.extend(extra_equilibrium_shapes().into_iter().map(Spec::Eq));
+    specs.extend(extra_mp_specs());
     for spec in specs {
         for mode in Mode::ALL {
             let id = format!("{}/{}", spec.name(), mode.name());

@@ -114,6 +114,45 @@ pub fn all_specs(w: &Workloads) -> Vec<Spec> {
         .collect()
 }
 
+/// MemPooling shapes away from the reference workloads, for the criterion benches only
+/// (the report and `workloads.json` keep their four): channel counts that are not
+/// multiples of 8, one head, eight heads with one cluster, one-node graphs, a graph of
+/// thousands of nodes among small ones, and empty graphs inside the batch and at its
+/// end (`batch_size` larger than the graphs present).
+/// `(name, in_channels, out_channels, heads, num_clusters, graph_sizes rule)`.
+pub const EXTRA_MP: [(&str, usize, usize, usize, usize, &str); 4] = [
+    ("mp_odd_channels", 13, 7, 3, 5, "range:300:1..60"),
+    ("mp_one_head", 33, 17, 1, 32, "range:64:100..400"),
+    ("mp_one_cluster", 9, 9, 8, 1, "range:200:1..30"),
+    (
+        "mp_empty_graphs",
+        24,
+        20,
+        2,
+        7,
+        "cycle:[0,5,1,0,3000,7,0,0]",
+    ),
+];
+
+/// [`EXTRA_MP`] as specs.
+pub fn extra_mp_specs() -> Vec<Spec> {
+    EXTRA_MP
+        .iter()
+        .map(|&(name, f, o, h, k, rule)| {
+            Spec::Mp(MpSpec {
+                name: name.to_owned(),
+                in_channels: f,
+                out_channels: o,
+                heads: h,
+                num_clusters: k,
+                rule: rule.to_owned(),
+                // The rules above are valid (the benches' tests run every shape).
+                graph_sizes: crate::workload::graph_sizes(rule).unwrap_or_default(),
+            })
+        })
+        .collect()
+}
+
 /// A workload with its layer and inputs, ready to run.
 pub enum Prepared {
     /// `EquilibriumAggregation`.
@@ -239,11 +278,15 @@ impl Prepared {
             }
             (
                 Prepared::Mp {
-                    layer, x, batch, ..
+                    layer,
+                    x,
+                    batch,
+                    r_out,
+                    ..
                 },
                 Mode::Infer,
             ) => {
-                let (out, s) = layer.forward(x, PoolArgs::new().batch(batch))?;
+                let (out, s) = layer.forward(x, mp_args(batch, r_out))?;
                 Ok(out.data().iter().map(|&v| f64::from(v)).sum::<f64>()
                     + s.data().iter().map(|&v| f64::from(v)).sum::<f64>())
             }
@@ -259,8 +302,7 @@ impl Prepared {
                 Mode::Train,
             ) => {
                 let (bound, xv) = start_step(layer.parameters_mut(), tape, x);
-                let mut pooled =
-                    layer.forward_on(tape, &bound, xv, PoolArgs::new().batch(batch))?;
+                let mut pooled = layer.forward_on(tape, &bound, xv, mp_args(batch, r_out))?;
                 let out = pooled.out();
                 let s = pooled.s(tape)?;
                 let kl = pooled.kl_loss(tape)?;
@@ -293,6 +335,13 @@ impl Prepared {
             })
             .collect()
     }
+}
+
+/// `batch`, and `batch_size` = the workload's graph count (the rows of the loss
+/// weights `r_out`), so that trailing empty graphs (size 0 at the end of the rule)
+/// are graphs of the batch, as PyG's `batch_size` makes them.
+fn mp_args<'a>(batch: &'a [i64], r_out: &Tensor<f32>) -> PoolArgs<'a> {
+    PoolArgs::new().batch(batch).batch_size(r_out.shape()[0])
 }
 
 /// The start of a `train` call: zeroes the gradients, clears the reused tape

@@ -1,7 +1,7 @@
 //! Every workload runs in both modes (on a few hundred rows, so that the test is fast),
 //! `train` reaches every parameter, and the probe extrapolates as documented.
 
-use readout_benches::case::{Prepared, Spec, all_specs};
+use readout_benches::case::{EXTRA_MP, Prepared, Spec, all_specs, extra_mp_specs};
 use readout_benches::measure::{self, Limits};
 use readout_benches::{Mode, Workloads};
 
@@ -56,6 +56,36 @@ fn every_workload_runs_and_train_reaches_every_parameter() {
         let before = p.grad_norms();
         p.run(Mode::Train).unwrap();
         assert_eq!(before, p.grad_norms(), "{}", spec.name());
+    }
+}
+
+/// The criterion-only MemPooling shapes run at full size in both modes, and `train`
+/// reaches every parameter (with one cluster, `S ≡ 1`: `k` and `conv.weight` get
+/// exactly 0, in PyG too); trailing empty graphs are graphs of the batch.
+#[test]
+fn extra_mem_pool_shapes_run() {
+    let specs = extra_mp_specs();
+    assert_eq!(specs.len(), EXTRA_MP.len());
+    for spec in specs {
+        let Spec::Mp(w) = &spec else {
+            panic!("{}: not a MemPooling shape", spec.name())
+        };
+        assert!(!w.graph_sizes.is_empty(), "{}", w.name);
+        let mut p = Prepared::new(&spec).unwrap();
+        assert!(p.run(Mode::Infer).unwrap().is_finite(), "{}", w.name);
+        assert!(p.run(Mode::Train).unwrap().is_finite(), "{}", w.name);
+        for (name, g) in p.grad_norms() {
+            let zero = w.num_clusters == 1 && name != "lin.weight";
+            assert!(
+                if zero {
+                    g == 0.0
+                } else {
+                    g > 0.0 && g.is_finite()
+                },
+                "{}: {name} gradient sum {g}",
+                w.name
+            );
+        }
     }
 }
 

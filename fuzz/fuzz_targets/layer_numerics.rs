@@ -284,7 +284,7 @@ fn mem_pool(d: &mut Draw) {
     // The other path.
     let other = args.path(match path {
         PoolPath::Ragged => PoolPath::Dense,
-        PoolPath::Dense => PoolPath::Ragged,
+        PoolPath::Dense | PoolPath::RaggedTape => PoolPath::Ragged,
     });
     let (oo, os) = pool.forward(&x, other).unwrap();
     close("mp ragged vs dense out", oo.data(), &o32);

@@ -1,6 +1,7 @@
 //! The PyG reference cases `mp_*.safetensors`: forward (`out`, `S`), `kl_loss`, the
-//! fixture loss and every gradient, on both the ragged and the dense path, in `f64`;
-//! and the `f32` inference path's forward.
+//! fixture loss and every gradient, on the ragged path (fused node and op by op) and
+//! the dense path, in `f64`; the fused node against the tape to 1e-12; and the `f32`
+//! inference path's forward.
 
 mod common;
 
@@ -39,8 +40,10 @@ fn args<'a>(case: &'a Case, mask_dims: &mut [usize; 2]) -> PoolArgs<'a> {
     a
 }
 
-/// Runs one case on one path and returns `(quantity, error)` for every checked tensor.
-fn run(name: &str, path: PoolPath, ragged_kl: bool) -> Vec<(String, f64)> {
+/// Runs one case on one path and returns `(quantity, values, PyG's key)` for every
+/// checked tensor: `out`, PyG's padded `S`, `kl_loss` (on the ragged rows or PyG's
+/// padded `S`), the fixture loss and its gradient to every parameter and to `x`.
+fn run(name: &str, path: PoolPath, ragged_kl: bool) -> Vec<(String, Vec<f64>, String)> {
     let case = Case::load(name);
     let layer = case.mem_pooling();
     let mut dims = [0; 2];
@@ -62,41 +65,45 @@ fn run(name: &str, path: PoolPath, ragged_kl: bool) -> Vec<(String, f64)> {
     let loss = tape.add(lo, ls).unwrap();
     let loss = tape.add(loss, lk).unwrap();
 
-    let mut errs = Vec::new();
-    let mut check = |what: &str, got: &Tensor<f64>, key: &str| {
-        let (shape, expect) = case.f(key);
-        let want = common::layer_shape(shape);
+    let mut got = Vec::new();
+    let mut keep = |what: &str, t: &Tensor<f64>, key: &str| {
+        let want = common::layer_shape(case.f(key).0);
         assert_eq!(
-            got.shape(),
+            t.shape(),
             want.as_slice(),
             "{name} {path:?}: shape of {what}"
         );
-        errs.push((what.to_string(), rel_err(got.data(), expect)));
+        got.push((what.to_string(), t.data().to_vec(), key.to_string()));
     };
-    check("out", &tape.value(out).unwrap().clone(), "expect.out");
-    check("S", &tape.value(s).unwrap().clone(), "expect.S");
+    keep("out", &tape.value(out).unwrap().clone(), "expect.out");
+    keep("S", &tape.value(s).unwrap().clone(), "expect.S");
     let klv = Tensor::from_vec(&[1], vec![tape.value(kl).unwrap().item()]).unwrap();
-    check("kl_loss", &klv, "expect.kl_loss");
+    keep("kl_loss", &klv, "expect.kl_loss");
     let lv = Tensor::from_vec(&[1], vec![tape.value(loss).unwrap().item()]).unwrap();
-    check("loss", &lv, "expect.loss");
+    keep("loss", &lv, "expect.loss");
     let mut wrt: Vec<_> = bound.vars().to_vec();
     wrt.push(x);
     let grads = tape.grad(loss, None, &wrt, false).unwrap();
     let names = ["k", "conv.weight", "lin.weight", "input.x"];
     for (n, g) in names.iter().zip(grads) {
         let gv = tape.value(g).unwrap().clone();
-        check(&format!("grad.{n}"), &gv, &format!("expect.grad.{n}"));
+        keep(&format!("grad.{n}"), &gv, &format!("expect.grad.{n}"));
     }
-    errs
+    got
 }
 
 fn assert_case(name: &str) {
     for (path, ragged_kl) in [
         (PoolPath::Ragged, false),
         (PoolPath::Ragged, true),
+        (PoolPath::RaggedTape, true),
         (PoolPath::Dense, false),
     ] {
-        let errs = run(name, path, ragged_kl);
+        let case = Case::load(name);
+        let errs: Vec<(String, f64)> = run(name, path, ragged_kl)
+            .into_iter()
+            .map(|(what, v, key)| (what, rel_err(&v, case.f(&key).1)))
+            .collect();
         let worst = errs.iter().fold(0.0f64, |m, e| m.max(e.1));
         println!(
             "{name} {path:?}{}: worst {worst:.2e}  {}",
@@ -145,6 +152,29 @@ fn mp_single_graph() {
 #[test]
 fn mp_wide() {
     assert_case("mp_wide");
+}
+
+/// The fused training node ([`PoolPath::Ragged`]) against the same computation
+/// recorded op by op ([`PoolPath::RaggedTape`]) in `f64`: `out`, `S`, `kl_loss`, the
+/// loss and every gradient agree to 1e-12 of each quantity's largest magnitude.
+#[test]
+fn fused_node_equals_the_tape_on_every_case() {
+    for name in CASES {
+        let fused = run(name, PoolPath::Ragged, true);
+        let taped = run(name, PoolPath::RaggedTape, true);
+        for ((what, a, _), (_, b, _)) in fused.iter().zip(&taped) {
+            let scale = b.iter().fold(f64::MIN_POSITIVE, |m, v| m.max(v.abs()));
+            let diff = a
+                .iter()
+                .zip(b)
+                .fold(0.0f64, |m, (x, y)| m.max((x - y).abs()));
+            println!("{name} {what}: fused vs tape {:.1e}", diff / scale);
+            assert!(
+                diff <= 1e-12 * scale,
+                "{name} {what}: {diff:e} of {scale:e}"
+            );
+        }
+    }
 }
 
 /// The `f32` inference path (`forward`, `kl_loss`) against the same references.

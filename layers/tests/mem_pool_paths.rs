@@ -153,7 +153,9 @@ fn pyg_test_mem_pool() {
 /// Central differences of the loss (layer + `kl_loss`) against the tape's gradients
 /// (eager and recorded) and of a Hessian-vector product against the recorded second
 /// derivatives, with respect to `k`, `conv.weight`, `lin.weight` and `x`, on both
-/// paths (`readout_core::gradcheck`, default tolerances).
+/// paths (`readout_core::gradcheck`, default tolerances). The fused node of
+/// [`PoolPath::Ragged`] is checked to first order: its gradient cannot be recorded
+/// (second order runs on [`PoolPath::RaggedTape`]).
 #[test]
 fn kl_loss_of_empty_graphs_is_the_zero_contribution_limit() {
     let l = layer(3, 2, 2, 3, 1.0, 41);
@@ -301,7 +303,7 @@ mod prop {
 }
 
 /// `forward` (the fused engine, no tape) against `forward_on` on a non-recording `f32`
-/// tape: the same `out` and padded `S` to f32 rounding, with empty graphs (inside and
+/// tape op by op ([`PoolPath::RaggedTape`]): the same `out` and padded `S` to f32 rounding, with empty graphs (inside and
 /// trailing), one-node graphs, graphs longer than the engine's row block and nodes
 /// dropped by `max_num_nodes`.
 #[test]
@@ -324,7 +326,8 @@ fn fused_inference_equals_the_tape_in_f32() {
         tape.set_recording(false);
         let bound = l.parameters().bind(&mut tape, false);
         let xv = tape.constant(x.clone());
-        let mut p = l.forward_on(&mut tape, &bound, xv, args).unwrap();
+        let taped = args.path(PoolPath::RaggedTape);
+        let mut p = l.forward_on(&mut tape, &bound, xv, taped).unwrap();
         let sv = p.s(&mut tape).unwrap();
         for (name, fused, taped) in [
             ("out", &out, tape.value(p.out()).unwrap()),

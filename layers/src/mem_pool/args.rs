@@ -12,12 +12,20 @@ use crate::error::LayerError;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum PoolPath {
     /// On the real rows only, with `Sᵀ·X` per graph over CSR segments: the cost follows
-    /// the number of real nodes, not `B × N_max`. The default.
+    /// the number of real nodes, not `B × N_max`. The default. On a recording tape,
+    /// `S` and `out` are two fused nodes whose backward passes recompute per block
+    /// what they need, so no `[N, H·K]` tensor is kept; their gradients cannot be
+    /// differentiated again (see [`PoolPath::RaggedTape`]).
     #[default]
     Ragged,
     /// PyG's computation: pad to `[B, N_max, F]` (`to_dense_batch`), compute on every
     /// padded row, mask, and a batched `Sᵀ·X`.
     Dense,
+    /// [`PoolPath::Ragged`]'s computation recorded op by op on the tape: the reference
+    /// the fused training node is tested against, and the ragged path for
+    /// second-order derivatives (`create_graph = true`), which the fused node refuses.
+    /// It keeps about a dozen `[N, H·K]` tensors on the tape until the backward pass.
+    RaggedTape,
 }
 
 /// A dense-input mask `[B, N]`: `true` for valid nodes (PyG's `mask`).
@@ -128,6 +136,8 @@ pub struct Pooled {
     pub(crate) s_rows: Option<Var>,
     pub(crate) plan: Plan,
     pub(crate) num_clusters: usize,
+    /// Whether `kl_loss` is the fused node ([`PoolPath::Ragged`]) or recorded op by op.
+    pub(crate) fused: bool,
 }
 
 impl Pooled {
@@ -179,13 +189,16 @@ impl Pooled {
     }
 
     /// `MemPooling.kl_loss(S)` of this batch (see [`super::MemPooling::kl_loss_on`]); on the
-    /// ragged path it is computed on the real rows only (padded rows contribute exactly
-    /// 0 to PyG's sum, so this is the same value).
+    /// ragged paths it is computed on the real rows only (padded rows contribute exactly
+    /// 0 to PyG's sum, so this is the same value), as one fused node on
+    /// [`PoolPath::Ragged`] (first-order gradients only) and op by op on
+    /// [`PoolPath::RaggedTape`].
     ///
     /// # Errors
     /// [`LayerError::Core`] if the tape no longer holds this result's nodes.
     pub fn kl_loss<T: Real>(&mut self, tape: &mut Tape<T>) -> Result<Var, LayerError> {
         match self.s_rows {
+            Some(rows) if self.fused => Ok(super::fused::kl::record(tape, rows, &self.plan.ptr)?),
             Some(rows) => kl::ragged(tape, rows, &self.plan.ptr),
             None => {
                 let s = self.s(tape)?;

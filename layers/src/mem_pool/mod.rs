@@ -37,6 +37,13 @@
 //! PyG's padded `[B, N_max, K]` shape, and [`Pooled::s_nodes`] gives it without padding.
 //! Both paths give the same numbers (up to rounding) and the same gradients.
 //!
+//! For training, the ragged path records two fused nodes (the soft assignment `S`, and
+//! `out` from it), whose backward passes recompute per block of rows what they need
+//! instead of keeping a dozen `[N, H·K]` tensors on the tape; the derivation is in
+//! the `fused::backward` module. Their gradients are first-order only:
+//! [`PoolPath::RaggedTape`] records the same computation op by op, for second-order
+//! derivatives and as the reference the fused nodes are tested against.
+//!
 //! # Differences from PyG 2.8.1
 //! - [`MemPooling::kl_loss`]: PyG returns NaN for a batch holding a graph with no valid
 //!   node (an all-false mask row, or trailing empty graphs from `batch_size`): it divides
@@ -186,7 +193,7 @@ impl MemPooling {
         x: &Tensor<f32>,
         args: PoolArgs<'_>,
     ) -> Result<(Tensor<f32>, Tensor<f32>), LayerError> {
-        if args.path == PoolPath::Dense {
+        if args.path != PoolPath::Ragged {
             let (mut tape, mut pooled) = self.infer_on_tape(x, args)?;
             let s = pooled.s(&mut tape)?;
             return Ok((tape.value(pooled.out())?.clone(), tape.value(s)?.clone()));
@@ -214,7 +221,7 @@ impl MemPooling {
         x: &Tensor<f32>,
         args: PoolArgs<'_>,
     ) -> Result<(Tensor<f32>, Tensor<f32>), LayerError> {
-        if args.path == PoolPath::Dense {
+        if args.path != PoolPath::Ragged {
             let (mut tape, mut pooled) = self.infer_on_tape(x, args)?;
             let s = pooled.s_nodes(&mut tape)?;
             return Ok((tape.value(pooled.out())?.clone(), tape.value(s)?.clone()));
@@ -329,9 +336,46 @@ impl MemPooling {
         // The row view: [N, F] or [B·N, F].
         let x_rows = tape.reshape(x, &[plan.rows, self.in_channels])?;
         match args.path {
-            PoolPath::Ragged => self.ragged(tape, &modules, x_rows, plan),
+            PoolPath::Ragged => self.ragged_fused(tape, &modules, x_rows, plan),
+            PoolPath::RaggedTape => self.ragged(tape, &modules, x_rows, plan),
             PoolPath::Dense => self.dense(tape, &modules, x_rows, plan),
         }
+    }
+
+    /// [`PoolPath::Ragged`] on a tape: `S` and `out` as the two fused custom-backward
+    /// nodes of `fused::backward` (the same numbers as [`Self::ragged`]'s ops).
+    fn ragged_fused<T: Real>(
+        &self,
+        tape: &mut Tape<T>,
+        params: &MemPoolParams<Var>,
+        x_rows: Var,
+        plan: validate::Plan,
+    ) -> Result<Pooled, LayerError> {
+        let rows = match &plan.kept {
+            Some(kept) => tape.gather_rows(x_rows, kept)?,
+            None => x_rows,
+        };
+        let sizes = fused::backward::Sizes {
+            f: self.in_channels,
+            o: self.out_channels,
+            h: self.heads,
+            k: self.num_clusters,
+            tau: T::from_f64(self.tau),
+        };
+        let vars = fused::backward::ParamVars {
+            keys: params.k,
+            conv: params.conv.weight,
+            lin: params.lin.weight,
+        };
+        let (out, s_rows) = fused::backward::record(tape, sizes, vars, rows, &plan)?;
+        Ok(Pooled {
+            out,
+            s: None,
+            s_rows: Some(s_rows),
+            plan,
+            num_clusters: self.num_clusters,
+            fused: true,
+        })
     }
 }
 

@@ -132,10 +132,12 @@ impl MemPooling {
             s_rows: None,
             plan,
             num_clusters: k,
+            fused: false,
         })
     }
 
-    /// The same result on the real rows only.
+    /// The same result on the real rows only, op by op ([`PoolPath::RaggedTape`]; the
+    /// default [`PoolPath::Ragged`] records the fused nodes of `fused::backward`).
     pub(crate) fn ragged<T: Real>(
         &self,
         tape: &mut Tape<T>,
@@ -156,6 +158,7 @@ impl MemPooling {
             s_rows: Some(s_rows),
             plan,
             num_clusters: self.num_clusters,
+            fused: false,
         })
     }
 }

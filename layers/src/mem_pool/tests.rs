@@ -7,7 +7,7 @@ use alloc::vec::Vec;
 use rand::{RngExt, SeedableRng};
 use readout_core::{Tape, Tensor};
 
-use super::{Mask, MemPoolParams, MemPooling, PoolArgs};
+use super::{Mask, MemPoolParams, MemPooling, PoolArgs, PoolPath};
 use crate::PygWeights;
 
 /// A layer whose parameters are far from PyG's small init, so the softmax is peaked.
@@ -43,7 +43,9 @@ fn both(l: &MemPooling, x: &Tensor<f64>, args: PoolArgs<'_>) -> [(Vec<f64>, Vec<
     tape.set_recording(false);
     let bound = l.params.bind(&mut tape, false);
     let xv = tape.constant(x.clone());
-    let mut pooled = l.forward_on(&mut tape, &bound, xv, args).unwrap();
+    let mut pooled = l
+        .forward_on(&mut tape, &bound, xv, args.path(PoolPath::RaggedTape))
+        .unwrap();
     let sv = pooled.s_nodes(&mut tape).unwrap();
     [
         (fused.out, s.data().to_vec()),

@@ -31,7 +31,7 @@ use super::super::validate::Plan;
 
 /// Rows per block of the per-node part: the block's `[BLOCK, H·K]` distances stay in
 /// L2 for the layer sizes of the workloads (`H·K` up to a few hundred).
-const BLOCK: usize = 256;
+pub(super) const BLOCK: usize = 256;
 
 /// The layer's sizes and weights, borrowed in the engine's layout.
 pub(crate) struct Weights<'a, T> {
@@ -68,19 +68,24 @@ pub(crate) fn forward<T: Real>(w: &Weights<'_, T>, x_rows: &[T], plan: &Plan) ->
     let mut s_rows = vec![T::ZERO; n * w.k];
     assign(w, &rows, &mut s_rows);
     let sx = pool(w, &rows, &s_rows, plan);
-    let b = plan.batch_size;
-    let mut out = vec![T::ZERO; b * w.k * w.o];
-    // out = SX · linᵀ over all B·K pooled rows at once.
-    // Replaces: `lin` in reference.rs (reshape, Linear::forward: matmul_with, reshape).
+    let out = project(w, &sx);
+    Fused { out, s_rows }
+}
+
+/// `out = SX · linᵀ` over all `B·K` pooled rows `sx [B·K, F]` at once: `[B·K, F']`.
+/// Replaces: `lin` in reference.rs (reshape, `Linear::forward`: matmul_with, reshape).
+pub(super) fn project<T: Real>(w: &Weights<'_, T>, sx: &[T]) -> Vec<T> {
+    let rows = sx.len() / w.f;
+    let mut out = vec![T::ZERO; rows * w.o];
     gemm(
-        &GemmShape::with_trans(b * w.k, w.o, w.f, false, true),
+        &GemmShape::with_trans(rows, w.o, w.f, false, true),
         T::ONE,
-        &sx,
+        sx,
         w.lin,
         T::ZERO,
         &mut out,
     );
-    Fused { out, s_rows }
+    out
 }
 
 /// Replaces: `gather_rows` of the kept rows in reference.rs.
@@ -99,12 +104,12 @@ fn kept_rows<'x, T: Real>(x_rows: &'x [T], f: usize, plan: &Plan) -> Cow<'x, [T]
 }
 
 /// Scratch space of one block, allocated once per forward.
-struct Scratch<T> {
+pub(super) struct Scratch<T> {
     /// Squared distances, `[BLOCK, H·K]`.
-    d: Vec<T>,
+    pub(super) d: Vec<T>,
     /// The Student-t kernel of `d`, `[BLOCK, H·K]` (a second buffer: the SIMD kernel
     /// maps one slice into another; `unary_inplace` is the scalar loop).
-    q: Vec<T>,
+    pub(super) q: Vec<T>,
     /// `‖x‖²` of the block's rows.
     xnorm: Vec<T>,
     /// Per (row, head) sums of the kernel over the clusters, `[BLOCK·H]`.
@@ -113,20 +118,28 @@ struct Scratch<T> {
     z: Vec<T>,
 }
 
+impl<T: Real> Scratch<T> {
+    /// Buffers for blocks of up to [`BLOCK`] rows of a layer of `w`'s sizes.
+    pub(super) fn new(w: &Weights<'_, T>) -> Self {
+        let hk = w.h * w.k;
+        Scratch {
+            d: vec![T::ZERO; BLOCK * hk],
+            q: vec![T::ZERO; BLOCK * hk],
+            xnorm: vec![T::ZERO; BLOCK],
+            qsum: vec![T::ZERO; BLOCK * w.h],
+            z: vec![T::ZERO; BLOCK * w.k],
+        }
+    }
+}
+
 /// `S = softmax(conv(normalised Student-t kernel))` of every row of `rows [N, F]` into
 /// `s [N, K]`, block by block.
-fn assign<T: Real>(w: &Weights<'_, T>, rows: &[T], s: &mut [T]) {
+pub(super) fn assign<T: Real>(w: &Weights<'_, T>, rows: &[T], s: &mut [T]) {
     let hk = w.h * w.k;
     // ‖k‖² of every key, once. Replaces: square(keys), sum_rows in `assign`.
     let mut knorm = vec![T::ZERO; hk];
     sq_norms(w.keys, w.f, &mut knorm);
-    let scratch = || Scratch {
-        d: vec![T::ZERO; BLOCK * hk],
-        q: vec![T::ZERO; BLOCK * hk],
-        xnorm: vec![T::ZERO; BLOCK],
-        qsum: vec![T::ZERO; BLOCK * w.h],
-        z: vec![T::ZERO; BLOCK * w.k],
-    };
+    let scratch = || Scratch::new(w);
     // Blocks are independent (each writes its own rows of `S`), so with the `rayon`
     // feature they run in parallel, one scratch per worker; every row gets the same
     // operations whatever the number of threads.
@@ -146,7 +159,7 @@ fn assign<T: Real>(w: &Weights<'_, T>, rows: &[T], s: &mut [T]) {
 
 /// `out[r] = Σ_c x[r, c]²`, summed as the tape sums `square(x)` over rows
 /// ([`readout_kernels::reduce::sum_all`]'s eight lanes), so both give the same bits.
-fn sq_norms<T: Real>(x: &[T], cols: usize, out: &mut [T]) {
+pub(super) fn sq_norms<T: Real>(x: &[T], cols: usize, out: &mut [T]) {
     for (o, row) in out.iter_mut().zip(x.chunks_exact(cols)) {
         let mut lanes = [T::ZERO; 8];
         let mut chunks = row.chunks_exact(8);
@@ -169,7 +182,7 @@ fn sq_norms<T: Real>(x: &[T], cols: usize, out: &mut [T]) {
 }
 
 /// [`assign`] on one block of at most [`BLOCK`] rows.
-fn assign_block<T: Real>(
+pub(super) fn assign_block<T: Real>(
     w: &Weights<'_, T>,
     knorm: &[T],
     xb: &[T],
@@ -232,7 +245,7 @@ fn assign_block<T: Real>(
 
 /// `Sᵀ·X` per graph: `[B·K, F]`, zero blocks for empty graphs.
 /// Replaces: segment_matmul_tn(S, rows, ptr) in `ragged`.
-fn pool<T: Real>(w: &Weights<'_, T>, rows: &[T], s: &[T], plan: &Plan) -> Vec<T> {
+pub(super) fn pool<T: Real>(w: &Weights<'_, T>, rows: &[T], s: &[T], plan: &Plan) -> Vec<T> {
     let (k, f) = (w.k, w.f);
     let mut sx = vec![T::ZERO; plan.batch_size * k * f];
     let one = |(g, out): (usize, &mut [T])| {
