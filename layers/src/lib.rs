@@ -36,8 +36,6 @@ pub mod segments;
 #[cfg(feature = "std")]
 pub mod case;
 #[cfg(feature = "std")]
-pub mod json;
-#[cfg(feature = "std")]
 pub mod parity;
 #[cfg(feature = "std")]
 pub mod state_dict;
