@@ -40,6 +40,16 @@ impl LayerKind {
             LayerKind::MemPooling => "MemPooling",
         }
     }
+
+    /// The loss the format defines for the layer, in the words of the `loss` metadata.
+    pub fn loss(self) -> &'static str {
+        match self {
+            LayerKind::Equilibrium => "sum(out * lossw.out)",
+            LayerKind::MemPooling => {
+                "sum(out * lossw.out) + sum(S * lossw.S) + kl_weight * kl_loss(S)"
+            }
+        }
+    }
 }
 
 /// `EquilibriumAggregation`'s constructor arguments.
@@ -114,9 +124,10 @@ pub struct Case {
     pub args: CaseArgs,
     /// The forward keyword arguments.
     pub forward: ForwardArgs,
-    /// The weight of `kl_loss(S)` in the loss (0 for EquilibriumAggregation).
+    /// The weight of `kl_loss(S)` in the loss (0 for EquilibriumAggregation, and when
+    /// the case omits it).
     pub kl_weight: f64,
-    /// The loss in words (`loss` metadata).
+    /// The loss in words (`loss` metadata; [`LayerKind::loss`] when the case omits it).
     pub loss: String,
     /// The `note` metadata, when present (cases where PyG's `kl_loss` is NaN).
     pub note: Option<String>,
@@ -327,7 +338,8 @@ impl Case {
     /// # Errors
     /// [`LayerError::Parse`] for bytes that are not safetensors;
     /// [`LayerError::BadMetadata`] for a missing or malformed `__metadata__` entry
-    /// (`layer`, `args`, `forward`, `kl_weight`, `loss`) or an unknown one;
+    /// (`layer`, `args`, `forward`; `kl_weight` and `loss` may be omitted) or an
+    /// unknown one;
     /// [`LayerError::UnexpectedTensors`] for tensors outside the format;
     /// [`LayerError::MissingTensor`] without `input.x`;
     /// [`LayerError::WrongDtype`], [`LayerError::WrongShape`], [`LayerError::NonFinite`],
@@ -364,8 +376,16 @@ impl Case {
         };
         let args = parse_args(layer, get("args")?)?;
         let forward = parse_forward(layer, get("forward")?)?;
-        let kl_weight = as_number("kl_weight", &parse_json("kl_weight", get("kl_weight")?)?)?;
-        let loss = get("loss")?.clone();
+        // A forward-only case (no loss weights, no gradients) may omit both: the format
+        // defines one loss per layer, and a loss without `kl_loss` has weight 0.
+        let kl_weight = match meta.get("kl_weight") {
+            Some(text) => as_number("kl_weight", &parse_json("kl_weight", text)?)?,
+            None => 0.0,
+        };
+        let loss = meta
+            .get("loss")
+            .cloned()
+            .unwrap_or_else(|| layer.loss().to_string());
         let note = meta.get("note").cloned();
 
         let mut names = st.names();

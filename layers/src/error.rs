@@ -111,6 +111,11 @@ pub enum LayerError {
         /// The cap on that product.
         limit: usize,
     },
+    /// A reference case holds no `expect.*` tensor the parity check computes.
+    NothingToCompare {
+        /// The case's name.
+        case: String,
+    },
     /// A layer or function argument has an invalid value.
     InvalidArgument {
         /// The argument's name.
@@ -212,6 +217,10 @@ impl fmt::Display for LayerError {
                 }
                 write!(f, " values, above the limit of {limit}")
             }
+            LayerError::NothingToCompare { case } => write!(
+                f,
+                "case `{case}` holds no expect.* tensor to compare (expected at least expect.out)"
+            ),
             LayerError::InvalidArgument {
                 name,
                 value,
