@@ -284,7 +284,7 @@ fn check_binary<T: Real>(a: &[T], b: &[T], bcast: Broadcast, cols: usize, out: &
         return;
     }
     assert!(
-        cols > 0 && a.len() % cols == 0,
+        cols > 0 && a.len().is_multiple_of(cols),
         "binary: cols {} does not divide {}",
         cols,
         a.len()

@@ -21,7 +21,7 @@ pub fn softmax_rows<T: Real>(x: &[T], cols: usize, out: &mut [T]) {
         return;
     }
     assert!(
-        cols > 0 && x.len() % cols == 0,
+        cols > 0 && x.len().is_multiple_of(cols),
         "softmax_rows: cols does not divide x.len()"
     );
     T::softmax_rows_hook(x, cols, out)
@@ -43,7 +43,7 @@ pub fn softmax_rows_with(path: Path, x: &[f32], cols: usize, out: &mut [f32]) {
         return;
     }
     assert!(
-        cols > 0 && x.len() % cols == 0,
+        cols > 0 && x.len().is_multiple_of(cols),
         "softmax_rows: cols does not divide x.len()"
     );
     fast::softmax_rows_on(path, x, cols, out)

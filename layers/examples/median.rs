@@ -38,7 +38,9 @@ use std::time::{Duration, Instant};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use readout_core::{Tape, Tensor, Var};
-use readout_layers::{Adam, EquilibriumAggregation, InnerGrad, LayerError, Parameters, Segments};
+use readout_layers::{
+    Adam, EquilibriumAggregation, InnerGrad, LayerError, Optimizer, Parameters, Segments,
+};
 
 use args::Args;
 use nn::{Act, Mlp};

@@ -230,5 +230,13 @@ impl fmt::Display for LayerError {
     }
 }
 
-#[cfg(feature = "std")]
-impl std::error::Error for LayerError {}
+/// `core::error::Error` (stable since Rust 1.81) works without `std` too. A
+/// [`LayerError::Core`] has the core error as its `source()`.
+impl core::error::Error for LayerError {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        match self {
+            LayerError::Core(e) => Some(e),
+            _ => None,
+        }
+    }
+}

@@ -16,6 +16,8 @@ pub struct Parameter {
     name: String,
     value: Tensor<f32>,
     grad: Tensor<f32>,
+    /// Whether it is trained (PyTorch's `requires_grad`); see [`Parameter::set_requires_grad`].
+    requires_grad: bool,
 }
 
 impl Parameter {
@@ -26,7 +28,20 @@ impl Parameter {
             name: name.into(),
             value,
             grad,
+            requires_grad: true,
         }
+    }
+
+    /// Whether it is trained (true unless frozen).
+    pub fn requires_grad(&self) -> bool {
+        self.requires_grad
+    }
+
+    /// Freezes (`false`) or unfreezes it, like PyTorch's `requires_grad_`: a frozen
+    /// parameter is placed on a tape as a constant, so it gets no gradient, and the
+    /// optimisers leave it (and its optimiser state) untouched.
+    pub fn set_requires_grad(&mut self, requires_grad: bool) {
+        self.requires_grad = requires_grad;
     }
 
     /// Its `state_dict` key.
@@ -63,6 +78,11 @@ impl Parameter {
         }
         self.value = value;
         Ok(())
+    }
+
+    /// Its accumulated gradient, mutable (for gradient clipping).
+    pub fn grad_mut(&mut self) -> &mut [f32] {
+        self.grad.data_mut()
     }
 
     /// Values and gradient together, for optimisers.
@@ -160,14 +180,15 @@ impl Parameters {
     }
 
     /// Places every parameter on `tape` (converted to `T`): as variables when
-    /// `trainable`, so that gradients flow to them, else as constants.
+    /// `trainable` and the parameter is not frozen, so that gradients flow to them,
+    /// else as constants.
     pub fn bind<T: Real>(&self, tape: &mut Tape<T>, trainable: bool) -> Bound {
         let vars = self
             .list
             .iter()
             .map(|p| {
                 let v = p.value.cast::<T>();
-                if trainable {
+                if trainable && p.requires_grad {
                     tape.variable(v)
                 } else {
                     tape.constant(v)

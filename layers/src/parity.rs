@@ -171,8 +171,8 @@ impl CaseReport {
         self.errors.iter().any(|e| e.name.starts_with("grad."))
     }
 
-    /// What was compared, in words: `out, S, kl_loss, loss, 4 gradients; 4 other
-    /// paths` — and what was not: `; not in the case: kl_loss`,
+    /// What was compared, in words: `compared out, S, kl_loss, loss, 4 gradients; 4
+    /// other paths` (the inference and dense paths' results) — and what was not: `; not in the case: kl_loss`,
     /// `; ignored: expect.loss, 4 gradients`.
     pub fn coverage(&self) -> String {
         let grads = self
@@ -191,8 +191,12 @@ impl CaseReport {
             words.push(alloc::format!("{grads} gradients"));
         }
         let mut s = alloc::format!("compared {}", words.join(", "));
-        if paths > 0 {
-            let _ = write!(s, "; {paths} other paths");
+        match paths {
+            0 => {}
+            1 => s.push_str("; 1 other path"),
+            n => {
+                let _ = write!(s, "; {n} other paths");
+            }
         }
         if !self.absent.is_empty() {
             let _ = write!(s, "; not in the case: {}", self.absent.join(", "));

@@ -325,7 +325,7 @@ fn a_forward_only_case_compares_the_forward_outputs() {
         assert!(report.absent.is_empty() && report.ignored.is_empty());
         let want: Vec<&str> = match case.layer {
             LayerKind::Equilibrium => {
-                assert!(report.coverage().starts_with("compared out; 1 other paths"));
+                assert!(report.coverage().starts_with("compared out; 1 other path"));
                 vec!["out", INFERENCE_OUT]
             }
             LayerKind::MemPooling => vec![
