@@ -502,7 +502,7 @@ impl StepLR {
 impl LrScheduler for StepLR {
     fn step(&mut self, opt: &mut dyn Optimizer) -> Result<(), LayerError> {
         self.schedule.last_epoch += 1;
-        if self.schedule.last_epoch % self.step_size == 0 {
+        if self.schedule.last_epoch.is_multiple_of(self.step_size) {
             opt.set_lr(opt.lr() * self.gamma)?;
         }
         Ok(())
@@ -585,7 +585,7 @@ impl LrScheduler for CosineAnnealingLR {
         self.schedule.last_epoch += 1;
         let t = self.schedule.last_epoch;
         let (t_max, eta_min, lr) = (self.t_max as f64, self.eta_min, opt.lr());
-        let next = if (t - 1 + self.t_max) % (2 * self.t_max) == 0 {
+        let next = if (t - 1 + self.t_max).is_multiple_of(2 * self.t_max) {
             // PyTorch's `(last_epoch − 1 − T_max) % (2·T_max) == 0`: the start of a
             // rising half-period, where the ratio below would divide by 0.
             lr + (self.schedule.base_lr - eta_min) * (1.0 - libm::cos(PI / t_max)) / 2.0
