@@ -8,7 +8,7 @@
 //!   nodes; `skew:B:small:big:count` — `B` graphs of `small` nodes except graphs
 //!   `0, B/count, 2B/count, …` (`count` of them) which have `big` nodes.
 
-use readout_layers::json::{self, Json};
+use serde_json::Value as Json;
 
 /// The workload file as shipped in this crate (`benches/workloads.json`).
 pub const WORKLOADS_JSON: &str = include_str!("../workloads.json");
@@ -137,6 +137,23 @@ pub struct Workloads {
     pub mempool: Vec<MpSpec>,
 }
 
+/// The JSON type of `v`, for error messages.
+fn kind(v: &Json) -> &'static str {
+    match v {
+        Json::Null => "null",
+        Json::Bool(_) => "a boolean",
+        Json::Number(_) => "a number",
+        Json::String(_) => "a string",
+        Json::Array(_) => "an array",
+        Json::Object(_) => "an object",
+    }
+}
+
+/// A whole number ≥ 0 that fits `usize`.
+fn as_usize(v: &Json) -> Option<usize> {
+    v.as_u64().and_then(|n| usize::try_from(n).ok())
+}
+
 fn field<'a>(w: &'a Json, key: &str, ctx: &str) -> Result<&'a Json, String> {
     w.get(key)
         .ok_or_else(|| format!("{ctx}: missing key {key:?}"))
@@ -144,12 +161,7 @@ fn field<'a>(w: &'a Json, key: &str, ctx: &str) -> Result<&'a Json, String> {
 
 fn count(w: &Json, key: &str, ctx: &str) -> Result<usize, String> {
     let v = field(w, key, ctx)?;
-    v.as_usize().ok_or_else(|| {
-        format!(
-            "{ctx}: {key:?} must be a whole number ≥ 0, got {}",
-            v.kind()
-        )
-    })
+    as_usize(v).ok_or_else(|| format!("{ctx}: {key:?} must be a whole number ≥ 0, got {v}"))
 }
 
 fn positive(w: &Json, key: &str, ctx: &str) -> Result<usize, String> {
@@ -163,13 +175,14 @@ fn text(w: &Json, key: &str, ctx: &str) -> Result<String, String> {
     let v = field(w, key, ctx)?;
     v.as_str()
         .map(str::to_owned)
-        .ok_or_else(|| format!("{ctx}: {key:?} must be a string, got {}", v.kind()))
+        .ok_or_else(|| format!("{ctx}: {key:?} must be a string, got {}", kind(v)))
 }
 
 fn list<'a>(w: &'a Json, key: &str, ctx: &str) -> Result<&'a [Json], String> {
     let v = field(w, key, ctx)?;
     v.as_array()
-        .ok_or_else(|| format!("{ctx}: {key:?} must be an array, got {}", v.kind()))
+        .map(Vec::as_slice)
+        .ok_or_else(|| format!("{ctx}: {key:?} must be an array, got {}", kind(v)))
 }
 
 fn num(s: &str, rule: &str) -> Result<usize, String> {
@@ -248,14 +261,15 @@ impl Workloads {
     /// A message for invalid JSON, a missing or mistyped key, a bad graph-size rule,
     /// zero sizes, or a duplicate workload name.
     pub fn parse(source: &str) -> Result<Workloads, String> {
-        let root = json::parse(source).map_err(|e| format!("workloads: invalid JSON: {e}"))?;
+        let root = serde_json::from_str::<Json>(source)
+            .map_err(|e| format!("workloads: invalid JSON: {e}"))?;
         let mut equilibrium = Vec::new();
         for w in list(&root, "equilibrium", "workloads")? {
             let name = text(w, "name", "equilibrium workload")?;
             let ctx = name.as_str();
             let num_layers = list(w, "num_layers", ctx)?
                 .iter()
-                .map(|h| match h.as_usize() {
+                .map(|h| match as_usize(h) {
                     Some(v) if v > 0 => Ok(v),
                     _ => Err(format!(
                         "{ctx}: num_layers entries must be whole numbers ≥ 1"

@@ -249,5 +249,6 @@ impl fmt::Display for CoreError {
     }
 }
 
-#[cfg(feature = "std")]
-impl std::error::Error for CoreError {}
+/// `core::error::Error` (stable since Rust 1.81) works without `std` too. A core error
+/// has no underlying cause, so `source()` is `None`.
+impl core::error::Error for CoreError {}

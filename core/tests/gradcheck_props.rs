@@ -163,7 +163,7 @@ fn step<T: Real>(t: &mut Tape<T>, stack: &mut Vec<Var>, code: u8) -> Result<(), 
         }
         16 => t.softmax(a)?,
         17 => {
-            if sel % 2 == 0 {
+            if sel.is_multiple_of(2) {
                 t.layer_norm(a, None, T::from_f64(0.1))?
             } else {
                 let w = t.constant(fixed(1, c, 17).reshape(&[c]).unwrap());
@@ -172,7 +172,7 @@ fn step<T: Real>(t: &mut Tape<T>, stack: &mut Vec<Var>, code: u8) -> Result<(), 
             }
         }
         18 => {
-            let s = if sel % 2 == 0 {
+            let s = if sel.is_multiple_of(2) {
                 t.sum_rows(a)?
             } else {
                 t.mean_rows(a)?
@@ -207,7 +207,7 @@ fn step<T: Real>(t: &mut Tape<T>, stack: &mut Vec<Var>, code: u8) -> Result<(), 
             // Into 1 to 3 rows, unsorted, some possibly empty.
             let n = 1 + sel % 3;
             let index: Vec<usize> = (0..r).map(|i| (i * 7 + sel) % n).collect();
-            if sel % 2 == 0 {
+            if sel.is_multiple_of(2) {
                 t.scatter_add(a, &index, n)?
             } else {
                 t.scatter_mean(a, &index, n)?
@@ -217,7 +217,7 @@ fn step<T: Real>(t: &mut Tape<T>, stack: &mut Vec<Var>, code: u8) -> Result<(), 
             // CSR segments over the rows, with an empty segment in front and at the end.
             let cut = sel % (r + 1);
             let ptr = [0, 0, cut, r, r];
-            if sel % 2 == 0 {
+            if sel.is_multiple_of(2) {
                 t.segment_sum(a, &ptr)?
             } else {
                 t.segment_mean(a, &ptr)?
@@ -230,7 +230,11 @@ fn step<T: Real>(t: &mut Tape<T>, stack: &mut Vec<Var>, code: u8) -> Result<(), 
             t.reshape(p, &[c, r])?
         }
         27 => {
-            let flat = if sel % 2 == 0 { [r * c, 1] } else { [1, r * c] };
+            let flat = if sel.is_multiple_of(2) {
+                [r * c, 1]
+            } else {
+                [1, r * c]
+            };
             if r * c == 0 { a } else { t.reshape(a, &flat)? }
         }
         28 => {

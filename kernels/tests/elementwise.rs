@@ -343,7 +343,7 @@ proptest! {
             (0..len as u32)
                 .map(|i| {
                     let u = (i ^ salt).wrapping_mul(2_654_435_761) ^ seed;
-                    if u % 97 == 0 { 0.0 } else { (u as f32 / u32::MAX as f32 - 0.5) * 8.0 }
+                    if u.is_multiple_of(97) { 0.0 } else { (u as f32 / u32::MAX as f32 - 0.5) * 8.0 }
                 })
                 .collect()
         };

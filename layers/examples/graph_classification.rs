@@ -12,11 +12,13 @@
 //!
 //! Training alternates as PyG's example does, every epoch: first one pass of
 //! supervised steps (NLL loss, one Adam step per batch of 20 graphs) with the keys `k`
-//! of both pooling layers frozen; then one step on the KL loss of both layers, summed
+//! of both pooling layers frozen (`set_requires_grad(false)`, PyG's
+//! `k.requires_grad = False`); then one step on the KL loss of both layers, summed
 //! over every training batch and divided by the number of training graphs, with every
-//! parameter trainable. Adam: lr 2e-3, weight decay 1e-4. The keys have their own Adam
-//! state, so, as in PyTorch (where a frozen parameter has no gradient and Adam skips
-//! it), they move only at the KL steps. Reported test accuracy is the one at the best
+//! parameter trainable. One Adam over all parameters: lr 2e-3, weight decay 1e-4; as in
+//! PyTorch, a frozen parameter gets no gradient and Adam leaves it and its state alone,
+//! so the keys move only at the KL steps. The learning rate halves every 500 epochs
+//! (`StepLR(500, 0.5)`, PyG's `lr *= 0.5` at `(e + 1) % 500 == 0`). Reported test accuracy is the one at the best
 //! validation accuracy so far, as in PyG's example, with early stopping after
 //! `--patience` epochs without improvement.
 //!
@@ -35,8 +37,6 @@
 mod args;
 #[path = "common/nn.rs"]
 mod nn;
-#[path = "common/train.rs"]
-mod train;
 #[path = "common/tu.rs"]
 mod tu;
 
@@ -50,11 +50,13 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 use readout_core::{Tape, Tensor, Var};
 use readout_layers::mem_pool::PoolArgs;
-use readout_layers::{Adam, Bound, LayerError, MemPooling, Parameter, Parameters, init};
+use readout_layers::{
+    Adam, Bound, LayerError, LrScheduler, MemPooling, Optimizer, Parameter, Parameters, StepLR,
+    init,
+};
 
 use args::Args;
 use nn::{leaky_relu, linear};
-use train::{Group, optimiser_step};
 use tu::{Dataset, Graph};
 
 const HELP: &str = "\
@@ -225,17 +227,18 @@ impl Batch {
     }
 }
 
-/// The network: every parameter but the pooling keys in `rest`, the keys in `keys`.
+/// The network: every parameter in `params`, the pooling layers' keys last (at
+/// `keys[0]` and `keys[1]`).
 struct Net {
-    rest: Parameters,
-    keys: Parameters,
+    params: Parameters,
+    keys: [usize; 2],
     mem1: MemPooling,
     mem2: MemPooling,
     layers: usize,
     dropout: f32,
 }
 
-/// Positions in `rest`.
+/// Positions in `params`.
 const EMBED_W: usize = 0;
 const EMBED_B: usize = 1;
 fn conv(i: usize) -> usize {
@@ -250,35 +253,39 @@ impl Net {
         layers: usize,
         rng: &mut ChaCha8Rng,
     ) -> Result<Self, LayerError> {
-        let mut rest = Vec::new();
+        let mut list = Vec::new();
         let (w, b) = init::linear(rng, f, hidden);
-        rest.push(Parameter::new("node_embed.weight", w));
-        rest.push(Parameter::new("node_embed.bias", b));
+        list.push(Parameter::new("node_embed.weight", w));
+        list.push(Parameter::new("node_embed.bias", b));
         for i in 0..layers {
             let (ws, b) = init::linear(rng, hidden, hidden);
             let (wn, _) = init::linear(rng, hidden, hidden);
-            rest.push(Parameter::new(format!("conv.{i}.self.weight"), ws));
-            rest.push(Parameter::new(format!("conv.{i}.neighbour.weight"), wn));
-            rest.push(Parameter::new(format!("conv.{i}.bias"), b));
+            list.push(Parameter::new(format!("conv.{i}.self.weight"), ws));
+            list.push(Parameter::new(format!("conv.{i}.neighbour.weight"), wn));
+            list.push(Parameter::new(format!("conv.{i}.bias"), b));
         }
         let mut mem1 = MemPooling::new(hidden, 80, 5, 10, 1.0)?;
         let mut mem2 = MemPooling::new(80, classes, 5, 1, 1.0)?;
         mem1.reset_parameters(rng);
         mem2.reset_parameters(rng);
         let mut keys = Vec::new();
+        // Each layer's `k`, `conv.weight`, `lin.weight`: the keys go last, so that the
+        // other positions do not depend on how many keys there are.
         for (name, m) in [("mem1", &mem1), ("mem2", &mem2)] {
             for p in m.parameters().iter() {
                 let full = format!("{name}.{}", p.name());
                 if p.name() == "k" {
                     keys.push(Parameter::new(full, p.value().clone()));
                 } else {
-                    rest.push(Parameter::new(full, p.value().clone()));
+                    list.push(Parameter::new(full, p.value().clone()));
                 }
             }
         }
+        let keys_at = [list.len(), list.len() + 1];
+        list.extend(keys);
         Ok(Net {
-            rest: Parameters::new(rest),
-            keys: Parameters::new(keys),
+            params: Parameters::new(list),
+            keys: keys_at,
             mem1,
             mem2,
             layers,
@@ -287,7 +294,14 @@ impl Net {
     }
 
     fn numel(&self) -> usize {
-        self.rest.numel() + self.keys.numel()
+        self.params.numel()
+    }
+
+    /// Freezes (or unfreezes) both pooling layers' keys.
+    fn set_keys_trainable(&mut self, trainable: bool) {
+        for k in self.keys {
+            self.params.at_mut(k).set_requires_grad(trainable);
+        }
     }
 
     /// `(log-probabilities [B, C], kl_loss(S1) + kl_loss(S2))`. With `dropout_rng` the
@@ -295,29 +309,29 @@ impl Net {
     fn forward(
         &self,
         tape: &mut Tape<f32>,
-        rest: &Bound,
-        keys: &Bound,
+        vars: &Bound,
         b: &Batch,
         dropout_rng: Option<&mut ChaCha8Rng>,
     ) -> Result<(Var, Var), LayerError> {
         let n = b.x.shape()[0];
         let x = tape.constant(b.x.clone());
-        let mut h = linear(tape, x, rest.var(EMBED_W), Some(rest.var(EMBED_B)))?;
+        let mut h = linear(tape, x, vars.var(EMBED_W), Some(vars.var(EMBED_B)))?;
         for i in 0..self.layers {
             let c = conv(i);
             // mean over in-neighbours: gather the sources, scatter-add into the targets.
             let msg = tape.gather_rows(h, &b.src)?;
             let agg = tape.scatter_add(msg, &b.dst, n)?;
             let agg = tape.mask_mul(agg, b.inv_deg.clone())?;
-            let own = linear(tape, h, rest.var(c), Some(rest.var(c + 2)))?;
-            let nb = linear(tape, agg, rest.var(c + 1), None)?;
+            let own = linear(tape, h, vars.var(c), Some(vars.var(c + 2)))?;
+            let nb = linear(tape, agg, vars.var(c + 1), None)?;
             let z = tape.add(own, nb)?;
             let z = leaky_relu(tape, z, 0.01)?;
             h = tape.add(h, z)?;
         }
         let m1 = 2 + 3 * self.layers;
-        let p1 = Bound::from_vars(vec![keys.var(0), rest.var(m1), rest.var(m1 + 1)]);
-        let p2 = Bound::from_vars(vec![keys.var(1), rest.var(m1 + 2), rest.var(m1 + 3)]);
+        let [k1, k2] = self.keys;
+        let p1 = Bound::from_vars(vec![vars.var(k1), vars.var(m1), vars.var(m1 + 1)]);
+        let p2 = Bound::from_vars(vec![vars.var(k2), vars.var(m1 + 2), vars.var(m1 + 3)]);
         let batch_size = b.graphs();
         let mut pooled1 = self.mem1.forward_on(
             tape,
@@ -383,11 +397,6 @@ fn nll(tape: &mut Tape<f32>, logp: Var, labels: &[usize]) -> Result<Var, LayerEr
     let picked = tape.mask_mul(logp, Tensor::from_vec(&shape, onehot)?)?;
     let s = tape.sum(picked)?;
     Ok(tape.scale(s, -1.0 / labels.len() as f32)?)
-}
-
-/// Places `params` on the tape: variables when `trainable`, else constants.
-fn bind(tape: &mut Tape<f32>, params: &Parameters, trainable: bool) -> Bound {
-    params.bind(tape, trainable)
 }
 
 /// Standardises every feature column with the mean and standard deviation over the
@@ -489,9 +498,8 @@ fn accuracy(net: &Net, batches: &[Batch]) -> Result<f64, LayerError> {
     for b in batches {
         let mut tape = Tape::<f32>::new();
         tape.set_recording(false);
-        let rest = bind(&mut tape, &net.rest, false);
-        let keys = bind(&mut tape, &net.keys, false);
-        let (logp, _) = net.forward(&mut tape, &rest, &keys, b, None)?;
+        let params = net.params.bind(&mut tape, false);
+        let (logp, _) = net.forward(&mut tape, &params, b, None)?;
         let v = tape.value(logp)?;
         let c = v.shape()[1];
         for (row, &l) in v.data().chunks(c).zip(&b.labels) {
@@ -578,8 +586,8 @@ fn real_main(cfg: &Config) -> Result<(), Box<dyn std::error::Error>> {
     );
     let val = batches_of(&ds, &val_idx, cfg.batch_size)?;
     let test = batches_of(&ds, &test_idx, cfg.batch_size)?;
-    let mut adam_rest = Adam::with(2e-3, (0.9, 0.999), 1e-8, 1e-4)?;
-    let mut adam_keys = Adam::with(2e-3, (0.9, 0.999), 1e-8, 1e-4)?;
+    let mut adam = Adam::with(2e-3, (0.9, 0.999), 1e-8, 1e-4)?;
+    let mut schedule = StepLR::new(&adam, 500, 0.5)?;
     let n_train = train_idx.len() as f32;
 
     println!(
@@ -594,41 +602,36 @@ fn real_main(cfg: &Config) -> Result<(), Box<dyn std::error::Error>> {
         train_idx.shuffle(&mut rng);
         let train = batches_of(&ds, &train_idx, cfg.batch_size)?;
 
-        // Supervised steps, keys frozen (bound as constants).
+        // Supervised steps, keys frozen (bound as constants: no gradient, no update).
+        net.set_keys_trainable(false);
         let mut nll_sum = 0.0f64;
         for b in &train {
             let mut tape = Tape::<f32>::new();
-            let rest = bind(&mut tape, &net.rest, true);
-            let keys = bind(&mut tape, &net.keys, false);
-            let (logp, _) = net.forward(&mut tape, &rest, &keys, b, Some(&mut rng))?;
+            let params = net.params.bind(&mut tape, true);
+            let (logp, _) = net.forward(&mut tape, &params, b, Some(&mut rng))?;
             let loss = nll(&mut tape, logp, &b.labels)?;
             nll_sum += f64::from(tape.value(loss)?.item());
             let grads = tape.backward(loss)?;
-            let group = Group {
-                params: &mut net.rest,
-                bound: &rest,
-                adam: &mut adam_rest,
-            };
-            optimiser_step(vec![group], &grads);
+            net.params.accumulate(&params, &grads);
+            adam.step(&mut net.params);
+            net.params.zero_grad();
         }
 
         // One KL step: Σ_batches kl / (training graphs), everything trainable.
+        net.set_keys_trainable(true);
         let mut kl_sum = 0.0f64;
         for b in &train {
             let mut tape = Tape::<f32>::new();
-            let rest = bind(&mut tape, &net.rest, true);
-            let keys = bind(&mut tape, &net.keys, true);
-            let (_, kl) = net.forward(&mut tape, &rest, &keys, b, Some(&mut rng))?;
+            let params = net.params.bind(&mut tape, true);
+            let (_, kl) = net.forward(&mut tape, &params, b, Some(&mut rng))?;
             let loss = tape.scale(kl, 1.0 / n_train)?;
             kl_sum += f64::from(tape.value(loss)?.item());
             let grads = tape.backward(loss)?;
-            net.rest.accumulate(&rest, &grads);
-            net.keys.accumulate(&keys, &grads);
+            net.params.accumulate(&params, &grads);
         }
-        adam_rest.step(&mut net.rest);
-        adam_keys.step(&mut net.keys);
-        net.rest.zero_grad();
-        net.keys.zero_grad();
+        adam.step(&mut net.params);
+        net.params.zero_grad();
+        schedule.step(&mut adam)?;
 
         let val_acc = accuracy(&net, &val)?;
         let test_acc = accuracy(&net, &test)?;

@@ -752,7 +752,7 @@ fn run_job(
     let mut adams = model
         .groups()
         .iter()
-        .map(|_| Adam::new(cfg.lr.unwrap_or(method.default_lr())))
+        .map(|_| Adam::new(f64::from(cfg.lr.unwrap_or(method.default_lr()))))
         .collect::<Result<Vec<_>, _>>()?;
     let mut stream = Stream::new(seed, cfg.sizes);
     let every = cfg.steps.div_ceil(cfg.curve_points).max(1);

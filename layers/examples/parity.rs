@@ -6,8 +6,9 @@
 //!
 //! Runs every PyG reference case (format: `layers/tests/data/README.md`) through
 //! readout in `f32` and prints one line per case: `ok` or `FAIL` at 1e-4, the worst
-//! error over the forward output, the loss and every gradient, and the tensor where it
-//! occurs. The logic lives in `readout_layers::parity`; this is its command line.
+//! error over the results the case holds (forward output, and the loss and every
+//! gradient when present), the tensor where it occurs, and what was compared. The
+//! logic lives in `readout_layers::parity`; this is its command line.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -25,10 +26,14 @@ Each FILE is one case in the format of layers/tests/data/README.md (a .safetenso
 file holding the layer's PyG parameters, inputs, loss weights and PyG's results); a
 DIR stands for every *.safetensors file directly in it. For each case the layer is
 built from __metadata__ and the param.* tensors, the forward call described by
-input.* and __metadata__.forward is run, the loss __metadata__.loss names is formed,
-and its gradient with respect to every parameter and input.x is computed. One line is
-printed per case: ok or FAIL, the worst error (max |got - expect| / max(1, max
-|expect|), per tensor) and where it occurs, and PyG's own float32 error for context.
+input.* and __metadata__.forward is run and, when the case holds expect.loss or
+expect.grad.* tensors, the loss __metadata__.loss names is formed and its gradient
+with respect to every parameter and input.x is computed. Every expect.* tensor the
+case holds is compared; results it does not hold (a forward-only case's gradients,
+kl_loss of a case written without it) are skipped and named. Two lines are printed
+per case: ok or FAIL, the worst error (max |got - expect| / max(1, max |expect|), per
+tensor) and where it occurs, and PyG's own float32 error for context; then what was
+compared. A case with nothing to compare cannot be run.
 
 OPTIONS:
     --out DIR     also write DIR/<case file name> holding our results as F32 tensors
@@ -36,6 +41,9 @@ OPTIONS:
                   loss, grad.<key>, grad.input.x; for MemPooling also S, kl_loss)
     --tol X       pass/fail threshold (default 1e-4)
     --f64         compute in f64 instead of f32 (errors should be ~1e-12)
+    --forward-only
+                  compare the forward outputs only, even when the case holds the
+                  loss and gradients (no loss weights needed)
     -v, --verbose print every tensor's error under its case's line
     -h, --help    print this help
 
@@ -48,6 +56,7 @@ struct Options {
     out: Option<PathBuf>,
     tol: f64,
     precision: Precision,
+    forward_only: bool,
     verbose: bool,
     paths: Vec<PathBuf>,
 }
@@ -57,6 +66,7 @@ fn parse_args() -> Result<Option<Options>, String> {
         out: None,
         tol: TOLERANCE,
         precision: Precision::F32,
+        forward_only: false,
         verbose: false,
         paths: Vec::new(),
     };
@@ -78,6 +88,7 @@ fn parse_args() -> Result<Option<Options>, String> {
                     .ok_or_else(|| format!("--tol {v}: not a non-negative number"))?;
             }
             Some("--f64") => opts.precision = Precision::F64,
+            Some("--forward-only") => opts.forward_only = true,
             Some("-v" | "--verbose") => opts.verbose = true,
             Some(s) if s.starts_with('-') && s.len() > 1 => {
                 return Err(format!("unknown option {s}"));
@@ -120,6 +131,7 @@ fn main() -> ExitCode {
     for file in &files {
         let shown = file.display();
         let report = match Case::from_file(file) {
+            Ok(case) if opts.forward_only => parity::run_case_forward_only(&case, opts.precision),
             Ok(case) => parity::run_case_with(&case, opts.precision),
             Err(e) => Err(e),
         };
@@ -136,6 +148,7 @@ fn main() -> ExitCode {
             report.status(opts.tol),
             report.summary()
         );
+        println!("      {}", report.coverage());
         if opts.verbose {
             for e in &report.errors {
                 println!("        {:.2e}  {}", e.error, e.location());

@@ -16,12 +16,12 @@ use std::path::Path;
 use readout_kernels::Real;
 
 use crate::error::LayerError;
-use crate::json::{self, Json};
 use crate::raw::RawTensor;
 use crate::weights::state_dict::{
     StateDict, decode_bool, decode_f32_only, decode_f64, decode_i64, parse, read_file,
 };
 use readout_core::Tensor;
+use serde_json::Value;
 
 /// Which PyG layer a case exercises.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,6 +38,16 @@ impl LayerKind {
         match self {
             LayerKind::Equilibrium => "EquilibriumAggregation",
             LayerKind::MemPooling => "MemPooling",
+        }
+    }
+
+    /// The loss the format defines for the layer, in the words of the `loss` metadata.
+    pub fn loss(self) -> &'static str {
+        match self {
+            LayerKind::Equilibrium => "sum(out * lossw.out)",
+            LayerKind::MemPooling => {
+                "sum(out * lossw.out) + sum(S * lossw.S) + kl_weight * kl_loss(S)"
+            }
         }
     }
 }
@@ -114,9 +124,10 @@ pub struct Case {
     pub args: CaseArgs,
     /// The forward keyword arguments.
     pub forward: ForwardArgs,
-    /// The weight of `kl_loss(S)` in the loss (0 for EquilibriumAggregation).
+    /// The weight of `kl_loss(S)` in the loss (0 for EquilibriumAggregation, and when
+    /// the case omits it).
     pub kl_weight: f64,
-    /// The loss in words (`loss` metadata).
+    /// The loss in words (`loss` metadata; [`LayerKind::loss`] when the case omits it).
     pub loss: String,
     /// The `note` metadata, when present (cases where PyG's `kl_loss` is NaN).
     pub note: Option<String>,
@@ -145,23 +156,35 @@ fn meta_err(key: &str, reason: impl Into<String>) -> LayerError {
     }
 }
 
-fn parse_json(key: &str, text: &str) -> Result<Json, LayerError> {
-    json::parse(text).map_err(|e| meta_err(key, alloc::format!("invalid JSON: {e}")))
+fn parse_json(key: &str, text: &str) -> Result<Value, LayerError> {
+    serde_json::from_str(text).map_err(|e| meta_err(key, alloc::format!("invalid JSON: {e}")))
+}
+
+/// The JSON type of `v`, for error messages.
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
 }
 
 /// The members of a JSON object, refusing keys outside `allowed`.
 fn object<'a>(
     key: &str,
-    v: &'a Json,
+    v: &'a Value,
     allowed: &[&str],
-) -> Result<&'a [(String, Json)], LayerError> {
-    let Json::Object(members) = v else {
+) -> Result<&'a serde_json::Map<String, Value>, LayerError> {
+    let Value::Object(members) = v else {
         return Err(meta_err(
             key,
-            alloc::format!("expected an object, got {}", v.kind()),
+            alloc::format!("expected an object, got {}", kind(v)),
         ));
     };
-    if let Some((k, _)) = members.iter().find(|(k, _)| !allowed.contains(&k.as_str())) {
+    if let Some(k) = members.keys().find(|k| !allowed.contains(&k.as_str())) {
         return Err(meta_err(
             key,
             alloc::format!("unknown key `{k}` (expected one of {allowed:?})"),
@@ -170,38 +193,40 @@ fn object<'a>(
     Ok(members)
 }
 
-/// A JSON number that is an exact non-negative integer fitting `usize` (≤ 2^53).
-fn as_count(key: &str, v: &Json) -> Result<usize, LayerError> {
-    const LIMIT: f64 = 9_007_199_254_740_992.0; // 2^53
-    match v {
-        Json::Number(x) if *x >= 0.0 && x.fract() == 0.0 && *x <= LIMIT => {
-            // Exact: a non-negative integer below 2^53.
-            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-            let n = *x as u64;
-            usize::try_from(n).map_err(|_| meta_err(key, alloc::format!("{x} does not fit usize")))
+/// A JSON number that is an exact non-negative integer fitting `usize` (`3` or `3.0`).
+fn as_count(key: &str, v: &Value) -> Result<usize, LayerError> {
+    const LIMIT: f64 = 9_007_199_254_740_992.0; // 2^53: every integer below is exact
+    let n = match v {
+        Value::Number(n) => n,
+        other => {
+            return Err(meta_err(
+                key,
+                alloc::format!("expected a non-negative integer, got {}", kind(other)),
+            ));
         }
-        Json::Number(x) => Err(meta_err(
+    };
+    let whole = match (n.as_u64(), n.as_f64()) {
+        (Some(u), _) => Some(u),
+        // Exact: a non-negative integer below 2^53.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        (None, Some(x)) if x >= 0.0 && x.fract() == 0.0 && x <= LIMIT => Some(x as u64),
+        _ => None,
+    };
+    let whole = whole.ok_or_else(|| {
+        meta_err(
             key,
-            alloc::format!("expected a non-negative integer, got {x}"),
-        )),
-        other => Err(meta_err(
-            key,
-            alloc::format!("expected a non-negative integer, got {}", other.kind()),
-        )),
-    }
+            alloc::format!("expected a non-negative integer, got {n}"),
+        )
+    })?;
+    usize::try_from(whole).map_err(|_| meta_err(key, alloc::format!("{n} does not fit usize")))
 }
 
-fn as_number(key: &str, v: &Json) -> Result<f64, LayerError> {
-    match v {
-        Json::Number(x) => Ok(*x),
-        other => Err(meta_err(
-            key,
-            alloc::format!("expected a number, got {}", other.kind()),
-        )),
-    }
+fn as_number(key: &str, v: &Value) -> Result<f64, LayerError> {
+    v.as_f64()
+        .ok_or_else(|| meta_err(key, alloc::format!("expected a number, got {}", kind(v))))
 }
 
-fn required<'a>(parent: &str, v: &'a Json, key: &str) -> Result<&'a Json, LayerError> {
+fn required<'a>(parent: &str, v: &'a Value, key: &str) -> Result<&'a Value, LayerError> {
     v.get(key)
         .ok_or_else(|| meta_err(&alloc::format!("{parent}.{key}"), "missing"))
 }
@@ -221,7 +246,7 @@ fn parse_args(layer: LayerKind, text: &str) -> Result<CaseArgs, LayerError> {
                     "lamb",
                 ],
             )?;
-            let Json::Array(layers) = required("args", &v, "num_layers")? else {
+            let Value::Array(layers) = required("args", &v, "num_layers")? else {
                 return Err(meta_err("args.num_layers", "expected an array"));
             };
             let num_layers = layers
@@ -269,7 +294,7 @@ fn parse_forward(layer: LayerKind, text: &str) -> Result<ForwardArgs, LayerError
     let mut f = ForwardArgs::default();
     for (k, val) in members {
         let n = match val {
-            Json::Null => None,
+            Value::Null => None,
             other => Some(as_count(&alloc::format!("forward.{k}"), other)?),
         };
         match k.as_str() {
@@ -313,7 +338,8 @@ impl Case {
     /// # Errors
     /// [`LayerError::Parse`] for bytes that are not safetensors;
     /// [`LayerError::BadMetadata`] for a missing or malformed `__metadata__` entry
-    /// (`layer`, `args`, `forward`, `kl_weight`, `loss`) or an unknown one;
+    /// (`layer`, `args`, `forward`; `kl_weight` and `loss` may be omitted) or an
+    /// unknown one;
     /// [`LayerError::UnexpectedTensors`] for tensors outside the format;
     /// [`LayerError::MissingTensor`] without `input.x`;
     /// [`LayerError::WrongDtype`], [`LayerError::WrongShape`], [`LayerError::NonFinite`],
@@ -350,8 +376,16 @@ impl Case {
         };
         let args = parse_args(layer, get("args")?)?;
         let forward = parse_forward(layer, get("forward")?)?;
-        let kl_weight = as_number("kl_weight", &parse_json("kl_weight", get("kl_weight")?)?)?;
-        let loss = get("loss")?.clone();
+        // A forward-only case (no loss weights, no gradients) may omit both: the format
+        // defines one loss per layer, and a loss without `kl_loss` has weight 0.
+        let kl_weight = match meta.get("kl_weight") {
+            Some(text) => as_number("kl_weight", &parse_json("kl_weight", text)?)?,
+            None => 0.0,
+        };
+        let loss = meta
+            .get("loss")
+            .cloned()
+            .unwrap_or_else(|| layer.loss().to_string());
         let note = meta.get("note").cloned();
 
         let mut names = st.names();

@@ -111,6 +111,11 @@ pub enum LayerError {
         /// The cap on that product.
         limit: usize,
     },
+    /// A reference case holds no `expect.*` tensor the parity check computes.
+    NothingToCompare {
+        /// The case's name.
+        case: String,
+    },
     /// A layer or function argument has an invalid value.
     InvalidArgument {
         /// The argument's name.
@@ -212,6 +217,10 @@ impl fmt::Display for LayerError {
                 }
                 write!(f, " values, above the limit of {limit}")
             }
+            LayerError::NothingToCompare { case } => write!(
+                f,
+                "case `{case}` holds no expect.* tensor to compare (expected at least expect.out)"
+            ),
             LayerError::InvalidArgument {
                 name,
                 value,
@@ -221,5 +230,13 @@ impl fmt::Display for LayerError {
     }
 }
 
-#[cfg(feature = "std")]
-impl std::error::Error for LayerError {}
+/// `core::error::Error` (stable since Rust 1.81) works without `std` too. A
+/// [`LayerError::Core`] has the core error as its `source()`.
+impl core::error::Error for LayerError {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        match self {
+            LayerError::Core(e) => Some(e),
+            _ => None,
+        }
+    }
+}

@@ -14,17 +14,44 @@
 //! and parity reports, the `Error` trait impl, the kept inference workspace (a mutex),
 //! and `rayon` (its own feature).
 //!
-//! ```
-//! use readout_layers::{EquilibriumAggregation, Segments};
-//! use readout_core::Tensor;
+//! A user's crate needs only this one: [`Tensor`], [`Tape`] and the other types of
+//! `readout-core` that a layer's API takes are re-exported here. With
+//! `readout-layers = { path = "…/readout/layers" }` under `[dependencies]`, a complete
+//! program (inference with both layers, then one training step) is:
 //!
-//! # fn main() -> Result<(), readout_layers::LayerError> {
-//! let layer = EquilibriumAggregation::new(1, 4, &[16], 3, 0.1)?;
-//! let x = Tensor::from_vec(&[5, 1], vec![0.1, 0.5, 0.2, 0.9, 0.4])?;
-//! let y = layer.forward(&x, Segments::One, None)?;
-//! assert_eq!(y.shape(), &[1, 4]);
-//! # Ok(())
-//! # }
+//! ```
+//! use readout_layers::{Adam, EquilibriumAggregation, MemPooling, Optimizer, PoolArgs, Segments};
+//! use readout_layers::{LayerError, Tape, Tensor};
+//!
+//! fn main() -> Result<(), LayerError> {
+//!     // Two sets of scalars, aggregated into 4 features each (PyG's arguments:
+//!     // in_channels, out_channels, num_layers, grad_iter, lamb).
+//!     let aggr = EquilibriumAggregation::new(1, 4, &[16], 3, 0.1)?;
+//!     let x = Tensor::from_vec(&[5, 1], vec![0.1, 0.5, 0.2, 0.9, 0.4])?;
+//!     let y = aggr.forward(&x, Segments::Index(&[0, 0, 1, 1, 1]), None)?;
+//!     assert_eq!(y.shape(), &[2, 4]);
+//!
+//!     // Pool a graph of 5 nodes with 4 features into 2 clusters of 3 features
+//!     // (in_channels, out_channels, heads, num_clusters, tau).
+//!     let mut pool = MemPooling::new(4, 3, 2, 2, 1.0)?;
+//!     let nodes = Tensor::from_vec(&[5, 4], (0..20).map(|i| i as f32 / 20.0).collect())?;
+//!     let (out, s) = pool.forward(&nodes, PoolArgs::new())?;
+//!     assert_eq!((out.shape(), s.shape()), (&[1, 2, 3][..], &[1, 5, 2][..]));
+//!
+//!     // One training step on MemPooling's KL loss: record the forward on a tape,
+//!     // differentiate, accumulate into the parameters, let Adam update them.
+//!     let mut adam = Adam::new(1e-3)?;
+//!     let mut tape = Tape::<f32>::new();
+//!     let bound = pool.parameters().bind(&mut tape, true);
+//!     let xv = tape.constant(nodes.clone());
+//!     let mut pooled = pool.forward_on(&mut tape, &bound, xv, PoolArgs::new())?;
+//!     let kl = pooled.kl_loss(&mut tape)?;
+//!     let grads = tape.backward(kl)?;
+//!     pool.parameters_mut().accumulate(&bound, &grads);
+//!     adam.step(pool.parameters_mut());
+//!     pool.parameters_mut().zero_grad();
+//!     Ok(())
+//! }
 //! ```
 #![cfg_attr(not(feature = "std"), no_std)]
 #![forbid(unsafe_code)]
@@ -47,17 +74,22 @@ pub mod weights;
 #[cfg(feature = "std")]
 pub mod case;
 #[cfg(feature = "std")]
-pub mod json;
-#[cfg(feature = "std")]
 pub mod parity;
 
 pub use equilibrium::{EquilibriumAggregation, InnerGrad};
 pub use error::LayerError;
 pub use mem_pool::{Mask, MemPooling, PoolArgs, PoolPath, Pooled};
 pub use module::{LayerNorm, Linear};
-pub use optim::{Adam, Sgd};
+#[cfg(feature = "std")]
+pub use optim::OptimizerState;
+pub use optim::{
+    Adam, CosineAnnealingLR, ExponentialLR, LrScheduler, Optimizer, Sgd, StepLR, clip_grad_norm,
+};
 pub use param::{Bound, Parameter, Parameters};
 pub use raw::RawTensor;
+/// The tensor, tape and error types of `readout-core` that the layers' API takes and
+/// returns, so that a user depends on `readout-layers` alone.
+pub use readout_core::{CoreError, Gradients, Real, Tape, Tensor, Var};
 pub use segments::Segments;
 pub use weights::{LoadOptions, Loaded, PygWeights};
 

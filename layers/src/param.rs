@@ -17,6 +17,8 @@ pub struct Parameter {
     /// The shape PyG stores it under, where readout keeps a lower-rank view of the
     /// same values (`MemPooling`'s `conv.weight`: `[1, H, 1, 1]` in PyG, `[H]` here).
     pyg_shape: Option<Vec<usize>>,
+    /// Whether it is trained (PyTorch's `requires_grad`); see [`Parameter::set_requires_grad`].
+    requires_grad: bool,
 }
 
 impl Parameter {
@@ -28,6 +30,7 @@ impl Parameter {
             value,
             grad,
             pyg_shape: None,
+            requires_grad: true,
         }
     }
 
@@ -53,6 +56,18 @@ impl Parameter {
         self.pyg_shape
             .as_deref()
             .unwrap_or_else(|| self.value.shape())
+    }
+
+    /// Whether it is trained (true unless frozen).
+    pub fn requires_grad(&self) -> bool {
+        self.requires_grad
+    }
+
+    /// Freezes (`false`) or unfreezes it, like PyTorch's `requires_grad_`: a frozen
+    /// parameter is placed on a tape as a constant, so it gets no gradient, and the
+    /// optimisers leave it (and its optimiser state) untouched.
+    pub fn set_requires_grad(&mut self, requires_grad: bool) {
+        self.requires_grad = requires_grad;
     }
 
     /// Its `state_dict` key.
@@ -89,6 +104,11 @@ impl Parameter {
         }
         self.value = value;
         Ok(())
+    }
+
+    /// Its accumulated gradient, mutable (for gradient clipping).
+    pub fn grad_mut(&mut self) -> &mut [f32] {
+        self.grad.data_mut()
     }
 
     /// Values and gradient together, for optimisers.
@@ -186,14 +206,15 @@ impl Parameters {
     }
 
     /// Places every parameter on `tape` (converted to `T`): as variables when
-    /// `trainable`, so that gradients flow to them, else as constants.
+    /// `trainable` and the parameter is not frozen, so that gradients flow to them,
+    /// else as constants.
     pub fn bind<T: Real>(&self, tape: &mut Tape<T>, trainable: bool) -> Bound {
         let vars = self
             .list
             .iter()
             .map(|p| {
                 let v = p.value.cast::<T>();
-                if trainable {
+                if trainable && p.requires_grad {
                     tape.variable(v)
                 } else {
                     tape.constant(v)

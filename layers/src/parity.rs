@@ -11,6 +11,14 @@
 //! inference path (what a deployed model runs) is compared as well, as
 //! `out (inference path)` (and `S (inference path)` for `MemPooling`).
 //!
+//! A case is checked on what it holds: every `expect.*` tensor present is compared and
+//! every result the case has no expectation for is skipped (and listed in
+//! [`CaseReport::absent`]). A forward-only case — no `lossw.*`, no `expect.loss`, no
+//! `expect.grad.*`, what a user checking a deployed model exports — runs the forward
+//! paths only; [`run_case_forward_only`] does the same for any case, leaving its
+//! gradients aside ([`CaseReport::ignored`]). A case with nothing to compare is an
+//! error ([`LayerError::NothingToCompare`]).
+//!
 //! Computation is in `f32` by default — what a deployed model computes; PyG's own
 //! float32 run is within 7.3e-6 of the float64 `expect.*` on the reference cases, so
 //! [`TOLERANCE`] = 1e-4 leaves room for summation-order differences only.
@@ -117,8 +125,14 @@ pub struct CaseReport {
     /// How far PyG's own float32 run (`pyg32.*`) is from `expect.*`, for context
     /// (`None` when the case holds no `pyg32.*` tensors).
     pub pyg32: Option<Worst>,
-    /// Nodes on the tape after the recorded forward pass and the loss (an indication
-    /// of memory use: it grows with `grad_iter`).
+    /// Results readout computed that the case holds no `expect.*` tensor for, so were
+    /// not compared (`kl_loss` of a case written without it, for example).
+    pub absent: Vec<String>,
+    /// `expect.*` tensors the case holds but this run left aside on purpose (the loss
+    /// and the gradients, in a forward-only run), with the prefix.
+    pub ignored: Vec<String>,
+    /// Nodes on the tape after the recorded forward pass (and the loss, when the
+    /// gradients are checked): an indication of memory use, growing with `grad_iter`.
     pub tape_nodes: usize,
 }
 
@@ -151,6 +165,62 @@ impl CaseReport {
     /// `ok` when [`passed`](Self::passed), else `FAIL`.
     pub fn status(&self, tolerance: f64) -> &'static str {
         if self.passed(tolerance) { "ok" } else { "FAIL" }
+    }
+
+    /// Whether the loss and the gradients were compared (not a forward-only run).
+    pub fn gradients_checked(&self) -> bool {
+        self.errors.iter().any(|e| e.name.starts_with("grad."))
+    }
+
+    /// What was compared, in words: `compared out, S, kl_loss, loss, 4 gradients; 4
+    /// other paths` (the inference and dense paths' results) — and what was not: `; not in the case: kl_loss`,
+    /// `; ignored: expect.loss, 4 gradients`.
+    pub fn coverage(&self) -> String {
+        let grads = self
+            .errors
+            .iter()
+            .filter(|e| e.name.starts_with("grad."))
+            .count();
+        let paths = self.errors.iter().filter(|e| e.name.contains(" (")).count();
+        let mut words: Vec<String> = self
+            .errors
+            .iter()
+            .filter(|e| !e.name.starts_with("grad.") && !e.name.contains(" ("))
+            .map(|e| e.name.clone())
+            .collect();
+        if grads > 0 {
+            words.push(alloc::format!("{grads} gradients"));
+        }
+        let mut s = alloc::format!("compared {}", words.join(", "));
+        match paths {
+            0 => {}
+            1 => s.push_str("; 1 other path"),
+            n => {
+                let _ = write!(s, "; {n} other paths");
+            }
+        }
+        if !self.absent.is_empty() {
+            let _ = write!(s, "; not in the case: {}", self.absent.join(", "));
+        }
+        if !self.ignored.is_empty() {
+            let grads = self
+                .ignored
+                .iter()
+                .filter(|k| k.starts_with("expect.grad."))
+                .count();
+            let mut words: Vec<&str> = self
+                .ignored
+                .iter()
+                .filter(|k| !k.starts_with("expect.grad."))
+                .map(String::as_str)
+                .collect();
+            let counted = alloc::format!("{grads} gradients");
+            if grads > 0 {
+                words.push(&counted);
+            }
+            let _ = write!(s, "; ignored: {}", words.join(", "));
+        }
+        s
     }
 
     /// The worst error, where it occurs, and PyG's own float32 error:
@@ -227,7 +297,10 @@ pub fn run_case(case: &Case) -> Result<CaseReport, LayerError> {
     run_case_with(case, Precision::F32)
 }
 
-/// Runs a case in the given precision.
+/// Runs a case in the given precision, comparing every `expect.*` tensor it holds.
+///
+/// The loss and the gradients are computed when the case expects any of them
+/// (`expect.loss` or an `expect.grad.*`); otherwise only the forward paths run.
 ///
 /// # Errors
 /// [`LayerError::BadMetadata`] named `args` when the constructor arguments are not
@@ -235,19 +308,45 @@ pub fn run_case(case: &Case) -> Result<CaseReport, LayerError> {
 /// the layer; the loader's errors when the `param.*`
 /// tensors do not fit the constructor arguments ([`LayerError::MissingTensor`],
 /// [`LayerError::WrongShape`], [`LayerError::UnexpectedTensors`]); the layer's errors
-/// for inputs it refuses; [`LayerError::MissingTensor`] (`expect.<name>`) for a result
-/// the case has no expectation for, [`LayerError::UnexpectedTensors`] for an
-/// expectation nothing computes, [`LayerError::LengthMismatch`] for an expectation of
-/// another size.
+/// for inputs it refuses; [`LayerError::MissingTensor`] (`lossw.<name>`) for a case
+/// that expects gradients without the loss weights they need;
+/// [`LayerError::UnexpectedTensors`] for an expectation nothing computes,
+/// [`LayerError::LengthMismatch`] for an expectation of another size;
+/// [`LayerError::NothingToCompare`] for a case without any `expect.*` tensor readout
+/// computes.
 pub fn run_case_with(case: &Case, precision: Precision) -> Result<CaseReport, LayerError> {
+    let gradients = case.expect.keys().any(|k| is_gradient_result(k));
+    run(case, precision, gradients)
+}
+
+/// Runs a case's forward paths only, in the given precision: `expect.loss` and the
+/// `expect.grad.*` tensors are left aside even when present (listed in
+/// [`CaseReport::ignored`]), and no loss weights are needed.
+///
+/// # Errors
+/// As [`run_case_with`], without the errors about loss weights.
+pub fn run_case_forward_only(case: &Case, precision: Precision) -> Result<CaseReport, LayerError> {
+    run(case, precision, false)
+}
+
+/// The results that exist only when the loss is differentiated.
+fn is_gradient_result(key: &str) -> bool {
+    key == "loss" || key.starts_with("grad.")
+}
+
+fn run(case: &Case, precision: Precision, gradients: bool) -> Result<CaseReport, LayerError> {
     let computed = match precision {
-        Precision::F32 => compute::<f32>(case)?,
-        Precision::F64 => compute::<f64>(case)?,
+        Precision::F32 => compute::<f32>(case, gradients)?,
+        Precision::F64 => compute::<f64>(case, gradients)?,
     };
     let mut outputs = Vec::with_capacity(computed.outputs.len());
     let mut errors = Vec::with_capacity(computed.outputs.len() + computed.extra.len());
+    let mut absent = Vec::new();
     for (name, got) in computed.outputs {
-        let expect = case.expected(&name)?;
+        let Some(expect) = case.expect.get(&name) else {
+            absent.push(name);
+            continue;
+        };
         let (error, pos) = case.compare(&name, &got)?;
         let at = unflatten(pos, expect.shape());
         errors.push(TensorError {
@@ -260,17 +359,27 @@ pub fn run_case_with(case: &Case, precision: Precision) -> Result<CaseReport, La
             RawTensor::new("output", expect.shape().to_vec(), got)?,
         ));
     }
-    let unexpected: Vec<String> = case
-        .expect
-        .keys()
-        .filter(|k| !outputs.iter().any(|(n, _)| n == *k))
-        .map(|k| alloc::format!("expect.{k}"))
-        .collect();
+    let mut ignored = Vec::new();
+    let mut unexpected = Vec::new();
+    for key in case.expect.keys() {
+        if outputs.iter().any(|(n, _)| n == key) {
+            continue;
+        }
+        let full = alloc::format!("expect.{key}");
+        if !gradients && is_gradient_result(key) {
+            ignored.push(full);
+        } else {
+            unexpected.push(full);
+        }
+    }
     if !unexpected.is_empty() {
         return Err(LayerError::UnexpectedTensors { names: unexpected });
     }
     for (label, key, got) in computed.extra {
-        let expect = case.expected(key)?;
+        // Another path to a result the case does not hold: nothing to compare it with.
+        let Some(expect) = case.expect.get(key) else {
+            continue;
+        };
         let (error, pos) =
             relative_error(&got, expect.data()).map_err(|_| LayerError::LengthMismatch {
                 name: label.to_string(),
@@ -283,11 +392,16 @@ pub fn run_case_with(case: &Case, precision: Precision) -> Result<CaseReport, La
             at: unflatten(pos, expect.shape()),
         });
     }
-    let pyg32 = worst_error(
-        case.pyg32
-            .iter()
-            .filter_map(|(k, t)| case.expect.get(k).map(|e| (k.as_str(), t.data(), e.data()))),
-    )?;
+    if errors.is_empty() {
+        return Err(LayerError::NothingToCompare {
+            case: case.name.clone(),
+        });
+    }
+    let pyg32 = worst_error(case.pyg32.iter().filter_map(|(k, t)| {
+        let compared = outputs.iter().any(|(n, _)| n == k);
+        let e = case.expect.get(k).filter(|_| compared)?;
+        Some((k.as_str(), t.data(), e.data()))
+    }))?;
     Ok(CaseReport {
         name: case.name.clone(),
         layer: case.layer,
@@ -295,6 +409,8 @@ pub fn run_case_with(case: &Case, precision: Precision) -> Result<CaseReport, La
         outputs,
         errors,
         pyg32,
+        absent,
+        ignored,
         tape_nodes: computed.tape_nodes,
     })
 }
@@ -338,11 +454,16 @@ struct Computed {
     tape_nodes: usize,
 }
 
-/// The one place that knows which layers the parity check can run.
-fn compute<T: Real>(case: &Case) -> Result<Computed, LayerError> {
+/// The one place that knows which layers the parity check can run. With `gradients`
+/// false, only the forward paths run (no loss, no backward pass).
+fn compute<T: Real>(case: &Case, gradients: bool) -> Result<Computed, LayerError> {
     match (&case.layer, &case.args) {
-        (LayerKind::Equilibrium, CaseArgs::Equilibrium(args)) => equilibrium::<T>(case, args),
-        (LayerKind::MemPooling, CaseArgs::MemPooling(args)) => mem_pooling::<T>(case, args),
+        (LayerKind::Equilibrium, CaseArgs::Equilibrium(args)) => {
+            equilibrium::<T>(case, args, gradients)
+        }
+        (LayerKind::MemPooling, CaseArgs::MemPooling(args)) => {
+            mem_pooling::<T>(case, args, gradients)
+        }
         (kind, _) => Err(LayerError::BadMetadata {
             key: "args".into(),
             reason: alloc::format!("does not hold {}'s arguments", kind.pyg_name()),
@@ -402,9 +523,13 @@ fn to_f64<T: Real>(t: &Tensor<T>) -> Vec<f64> {
 }
 
 /// `EquilibriumAggregation`: `loss = sum(out * lossw.out)`.
-fn equilibrium<T: Real>(case: &Case, a: &EquilibriumArgs) -> Result<Computed, LayerError> {
+fn equilibrium<T: Real>(
+    case: &Case,
+    a: &EquilibriumArgs,
+    gradients: bool,
+) -> Result<Computed, LayerError> {
     const LOSS: &str = "sum(out * lossw.out)";
-    if case.loss != LOSS {
+    if gradients && case.loss != LOSS {
         return Err(LayerError::BadMetadata {
             key: "loss".into(),
             reason: alloc::format!("`{}`: EquilibriumAggregation cases use `{LOSS}`", case.loss),
@@ -432,23 +557,24 @@ fn equilibrium<T: Real>(case: &Case, a: &EquilibriumArgs) -> Result<Computed, La
     let bound = layer.parameters().bind(&mut tape, true);
     let x = tape.variable(case.x.cast::<T>());
     let out = layer.forward_on(&mut tape, &bound, x, segments, dim_size, InnerGrad::Record)?;
-    let loss = weighted_sum(&mut tape, case, out, "out")?;
-    let out_values = to_f64(tape.value(out)?);
-    let loss_value = tape.value(loss)?.item().to_f64();
-    let tape_nodes = tape.len();
-    let grads = tape.backward(loss)?;
-
-    let mut outputs = vec![
-        (String::from("out"), out_values),
-        (String::from("loss"), vec![loss_value]),
-    ];
-    outputs.extend(gradient_outputs(
-        layer.parameters(),
-        &bound,
-        x,
-        case.x.numel(),
-        &grads,
-    ));
+    let mut outputs = vec![(String::from("out"), to_f64(tape.value(out)?))];
+    let mut tape_nodes = tape.len();
+    if gradients {
+        let loss = weighted_sum(&mut tape, case, out, "out")?;
+        outputs.push((
+            String::from("loss"),
+            vec![tape.value(loss)?.item().to_f64()],
+        ));
+        tape_nodes = tape.len();
+        let grads = tape.backward(loss)?;
+        outputs.extend(gradient_outputs(
+            layer.parameters(),
+            &bound,
+            x,
+            case.x.numel(),
+            &grads,
+        ));
+    }
 
     // Inference path: eager inner gradients, parameters and x as constants — exactly
     // what `EquilibriumAggregation::forward` runs.
@@ -468,9 +594,13 @@ fn equilibrium<T: Real>(case: &Case, a: &EquilibriumArgs) -> Result<Computed, La
 /// `MemPooling`: `loss = sum(out * lossw.out) + sum(S * lossw.S) + kl_weight * kl_loss(S)`,
 /// on the default (ragged) path; the inference path's `out` and `S` are compared too,
 /// on the ragged and on the dense path.
-fn mem_pooling<T: Real>(case: &Case, a: &MemPoolingArgs) -> Result<Computed, LayerError> {
+fn mem_pooling<T: Real>(
+    case: &Case,
+    a: &MemPoolingArgs,
+    gradients: bool,
+) -> Result<Computed, LayerError> {
     const LOSS: &str = "sum(out * lossw.out) + sum(S * lossw.S) + kl_weight * kl_loss(S)";
-    if case.loss != LOSS {
+    if gradients && case.loss != LOSS {
         return Err(LayerError::BadMetadata {
             key: "loss".into(),
             reason: alloc::format!("`{}`: MemPooling cases use `{LOSS}`", case.loss),
@@ -516,11 +646,6 @@ fn mem_pooling<T: Real>(case: &Case, a: &MemPoolingArgs) -> Result<Computed, Lay
     let out = pooled.out();
     let s = pooled.s(&mut tape)?;
     let kl = pooled.kl_loss(&mut tape)?;
-    let lo = weighted_sum(&mut tape, case, out, "out")?;
-    let ls = weighted_sum(&mut tape, case, s, "S")?;
-    let lk = tape.scale(kl, T::from_f64(case.kl_weight))?;
-    let loss = tape.add(lo, ls)?;
-    let loss = tape.add(loss, lk)?;
     let mut outputs = vec![
         (String::from("out"), to_f64(tape.value(out)?)),
         (String::from("S"), to_f64(tape.value(s)?)),
@@ -528,20 +653,32 @@ fn mem_pooling<T: Real>(case: &Case, a: &MemPoolingArgs) -> Result<Computed, Lay
             String::from("kl_loss"),
             vec![tape.value(kl)?.item().to_f64()],
         ),
-        (
+    ];
+    let mut tape_nodes = tape.len();
+    if gradients {
+        let lo = weighted_sum(&mut tape, case, out, "out")?;
+        let ls = weighted_sum(&mut tape, case, s, "S")?;
+        let mut loss = tape.add(lo, ls)?;
+        // A weight of 0 leaves the term out, as a loss without it is written in PyG
+        // (and 0 · NaN would poison the loss for batches with empty graphs).
+        if case.kl_weight != 0.0 {
+            let lk = tape.scale(kl, T::from_f64(case.kl_weight))?;
+            loss = tape.add(loss, lk)?;
+        }
+        outputs.push((
             String::from("loss"),
             vec![tape.value(loss)?.item().to_f64()],
-        ),
-    ];
-    let tape_nodes = tape.len();
-    let grads = tape.backward(loss)?;
-    outputs.extend(gradient_outputs(
-        layer.parameters(),
-        &bound,
-        x,
-        case.x.numel(),
-        &grads,
-    ));
+        ));
+        tape_nodes = tape.len();
+        let grads = tape.backward(loss)?;
+        outputs.extend(gradient_outputs(
+            layer.parameters(),
+            &bound,
+            x,
+            case.x.numel(),
+            &grads,
+        ));
+    }
 
     // Inference: what `MemPooling::forward` runs (the ragged path), and PyG's padded
     // computation (the dense path).

@@ -4,7 +4,7 @@
 //! Parameter `p₀ = [1, −2]`, gradients `g₁ = [0.5, −1]`, then `g₂ = [0.2, 0.4]`.
 
 use readout_core::{Tape, Tensor};
-use readout_layers::{Adam, Parameter, Parameters, Sgd};
+use readout_layers::{Adam, Optimizer, Parameter, Parameters, Sgd};
 
 fn params() -> Parameters {
     Parameters::new(vec![Parameter::new(
@@ -118,6 +118,6 @@ fn bad_hyper_parameters_are_named() {
     assert!(e.to_string().contains("lr") && e.to_string().contains("-0.1"));
     let e = Adam::with(0.1, (0.9, 1.0), 1e-8, 0.0).unwrap_err();
     assert!(e.to_string().contains("betas.1"));
-    let e = Sgd::new(0.1, f32::NAN, 0.0).unwrap_err();
+    let e = Sgd::new(0.1, f64::NAN, 0.0).unwrap_err();
     assert!(e.to_string().contains("momentum") && e.to_string().contains("NaN"));
 }

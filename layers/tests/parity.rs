@@ -296,3 +296,164 @@ fn a_case_that_does_not_fit_its_layer_is_an_error_naming_the_tensor() {
         LayerError::LengthMismatch { ref name, expected: 2, got: 4 } if name == "out"
     ));
 }
+
+/// `case` without its loss weights, loss and gradients: what a user exports from a
+/// deployed model.
+fn forward_only(case: &Case) -> Case {
+    let mut c = case.clone();
+    c.lossw.clear();
+    c.expect
+        .retain(|k, _| k != "loss" && !k.starts_with("grad."));
+    c.pyg32
+        .retain(|k, _| k != "loss" && !k.starts_with("grad."));
+    c
+}
+
+fn compared(report: &parity::CaseReport) -> Vec<&str> {
+    let mut names: Vec<&str> = report.errors.iter().map(|e| e.name.as_str()).collect();
+    names.sort_unstable();
+    names
+}
+
+#[test]
+fn a_forward_only_case_compares_the_forward_outputs() {
+    for case in load_cases(data_dir()).unwrap() {
+        let fwd = forward_only(&case);
+        let report = run_case(&fwd).unwrap();
+        assert!(report.passed(TOLERANCE), "{}", case.name);
+        assert!(!report.gradients_checked(), "{}", case.name);
+        assert!(report.absent.is_empty() && report.ignored.is_empty());
+        let want: Vec<&str> = match case.layer {
+            LayerKind::Equilibrium => {
+                assert!(report.coverage().starts_with("compared out; 1 other path"));
+                vec!["out", INFERENCE_OUT]
+            }
+            LayerKind::MemPooling => vec![
+                DENSE_OUT,
+                DENSE_S,
+                "S",
+                INFERENCE_S,
+                "kl_loss",
+                "out",
+                INFERENCE_OUT,
+            ],
+        };
+        let mut want = want;
+        want.sort_unstable();
+        assert_eq!(compared(&report), want, "{}", case.name);
+        // The same errors as the full run's forward results: nothing else changed.
+        let full = run_case(&case).unwrap();
+        for e in &report.errors {
+            let f = full.errors.iter().find(|f| f.name == e.name).unwrap();
+            assert_eq!(e.error, f.error, "{}: {}", case.name, e.name);
+        }
+    }
+}
+
+#[test]
+fn forward_only_runs_ignore_the_gradients_a_case_holds() {
+    for case in load_cases(data_dir()).unwrap() {
+        let report = parity::run_case_forward_only(&case, Precision::F32).unwrap();
+        assert!(report.passed(TOLERANCE), "{}", case.name);
+        assert!(!report.gradients_checked());
+        let mut want: Vec<String> = case
+            .expect
+            .keys()
+            .filter(|k| *k == "loss" || k.starts_with("grad."))
+            .map(|k| format!("expect.{k}"))
+            .collect();
+        want.sort_unstable();
+        assert_eq!(report.ignored, want, "{}", case.name);
+        assert!(report.coverage().contains("ignored: expect.loss, "));
+        // The loss weights are not needed.
+        let mut no_weights = case.clone();
+        no_weights.lossw.clear();
+        assert!(parity::run_case_forward_only(&no_weights, Precision::F64).is_ok());
+        // Without --forward-only, gradients expected without loss weights are an error.
+        assert_eq!(
+            run_case(&no_weights).unwrap_err(),
+            LayerError::MissingTensor {
+                name: "lossw.out".into()
+            }
+        );
+    }
+}
+
+#[test]
+fn a_mem_pooling_case_without_kl_loss_skips_it_and_says_so() {
+    for case in mp_cases() {
+        let mut c = case.clone();
+        c.expect.remove("kl_loss");
+        c.pyg32.remove("kl_loss");
+        let report = run_case(&c).unwrap();
+        assert!(report.passed(TOLERANCE), "{}", c.name);
+        assert!(report.gradients_checked());
+        assert_eq!(report.absent, ["kl_loss"]);
+        assert!(!compared(&report).contains(&"kl_loss"));
+        assert!(
+            report.coverage().ends_with("; not in the case: kl_loss"),
+            "{}",
+            report.coverage()
+        );
+        // Forward-only and without kl_loss: what PyG's generator writes for kl_weight 0.
+        let report = run_case(&forward_only(&c)).unwrap();
+        assert!(report.passed(TOLERANCE), "{}", c.name);
+        assert_eq!(report.absent, ["kl_loss"]);
+    }
+}
+
+#[test]
+fn a_case_with_nothing_to_compare_is_an_error() {
+    for case in load_cases(data_dir()).unwrap() {
+        let mut empty = case.clone();
+        empty.expect.clear();
+        empty.pyg32.clear();
+        let e = run_case(&empty).unwrap_err();
+        assert_eq!(
+            e,
+            LayerError::NothingToCompare {
+                case: case.name.clone()
+            }
+        );
+        assert!(e.to_string().contains(&case.name));
+        // Only gradients, and a forward-only run: nothing left to compare either.
+        let mut grads_only = case.clone();
+        grads_only.expect.retain(|k, _| k.starts_with("grad."));
+        assert!(matches!(
+            parity::run_case_forward_only(&grads_only, Precision::F32),
+            Err(LayerError::NothingToCompare { .. })
+        ));
+    }
+}
+
+#[test]
+fn forward_only_cases_may_omit_the_loss_metadata() {
+    // A case file without `kl_weight`, `loss`, `lossw.*` and gradients reads, and its
+    // loss defaults to the format's.
+    let src = data_dir().join("mp_single_graph.safetensors");
+    let bytes = std::fs::read(&src).unwrap();
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: String = std::str::from_utf8(&bytes[8..8 + header_len])
+        .unwrap()
+        .to_string();
+    // Rewrite the metadata without the two keys, keeping the tensors.
+    let st = safetensors_header_without(&header, &["kl_weight", "loss"]);
+    let mut rewritten = (st.len() as u64).to_le_bytes().to_vec();
+    rewritten.extend_from_slice(st.as_bytes());
+    rewritten.extend_from_slice(&bytes[8 + header_len..]);
+    let case = Case::from_bytes("mp_no_loss_meta", &rewritten).unwrap();
+    assert_eq!(case.kl_weight, 0.0);
+    assert_eq!(case.loss, LayerKind::MemPooling.loss());
+    let report = run_case(&forward_only(&case)).unwrap();
+    assert!(report.passed(TOLERANCE));
+}
+
+/// The safetensors JSON header with the named `__metadata__` keys removed.
+fn safetensors_header_without(header: &str, keys: &[&str]) -> String {
+    let mut v: serde_json::Value = serde_json::from_str(header).unwrap();
+    let meta = v["__metadata__"].as_object_mut().unwrap();
+    for k in keys {
+        assert!(meta.remove(*k).is_some(), "{k}");
+    }
+    serde_json::to_string(&v).unwrap()
+}

@@ -19,7 +19,6 @@
 // `LayerError` is large; it only travels the cold path of a failed benchmark, once.
 #![allow(clippy::result_large_err)]
 
-use std::fmt::Write as _;
 use std::process::ExitCode;
 
 use readout_benches::alloc::{self, CountingAlloc};
@@ -113,32 +112,15 @@ enum Row {
     },
 }
 
-fn json_num(v: f64) -> String {
-    if v.is_finite() {
-        format!("{v}")
-    } else {
-        "null".into()
-    }
+/// A JSON number, or `null` for a non-finite value (JSON has no NaN or infinity).
+fn json_num(v: f64) -> serde_json::Value {
+    serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, serde_json::Value::Number)
 }
 
-fn json_str(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
+/// The `--json` document: `{"results": [...]}`, one object per row.
 fn to_json(rows: &[Row]) -> String {
-    let items: Vec<String> = rows
+    use serde_json::json;
+    let items: Vec<serde_json::Value> = rows
         .iter()
         .map(|r| match r {
             Row::Layer {
@@ -147,30 +129,34 @@ fn to_json(rows: &[Row]) -> String {
                 threads,
                 m,
                 gflop,
-            } => format!(
-                "    {{\"workload\": {}, \"mode\": {}, \"threads\": {threads}, \"median_ms\": {}, \"min_ms\": {}, \"runs\": {}, \"peak_bytes\": {}, \"gflop\": {}}}",
-                json_str(workload),
-                json_str(mode.name()),
-                json_num(m.median_ms()),
-                json_num(m.min_ms()),
-                m.runs(),
-                m.peak_bytes,
-                json_num(*gflop),
-            ),
+            } => json!({
+                "workload": workload,
+                "mode": mode.name(),
+                "threads": threads,
+                "median_ms": json_num(m.median_ms()),
+                "min_ms": json_num(m.min_ms()),
+                "runs": m.runs(),
+                "peak_bytes": m.peak_bytes,
+                "gflop": json_num(*gflop),
+            }),
             Row::Gemm {
                 shape,
                 threads,
                 m,
                 gflop,
-            } => format!(
-                "    {{\"kernel\": \"gemm\", \"shape\": {}, \"threads\": {threads}, \"median_ms\": {}, \"gflops\": {}}}",
-                json_str(shape),
-                json_num(m.median_ms()),
-                json_num(gflop / (m.median_ms() * 1e-3)),
-            ),
+            } => json!({
+                "kernel": "gemm",
+                "shape": shape,
+                "threads": threads,
+                "median_ms": json_num(m.median_ms()),
+                "gflops": json_num(gflop / (m.median_ms() * 1e-3)),
+            }),
         })
         .collect();
-    format!("{{\"results\": [\n{}\n]}}\n", items.join(",\n"))
+    let mut text = serde_json::to_string_pretty(&json!({ "results": items }))
+        .expect("a tree of JSON values always serialises");
+    text.push('\n');
+    text
 }
 
 /// `YYYY-MM-DD HH:MM UTC` from the system clock (days to civil date: the proleptic
@@ -502,50 +488,41 @@ mod tests {
             },
         ];
         let text = to_json(&rows);
-        let doc = readout_layers::json::parse(&text).unwrap();
-        let top: Vec<&str> = doc
-            .as_object()
-            .unwrap()
-            .iter()
-            .map(|(k, _)| k.as_str())
-            .collect();
-        assert_eq!(top, ["results"]);
-        let results = doc.get("results").unwrap().as_array().unwrap();
-        let keys = |i: usize| -> Vec<&str> {
-            results[i]
-                .as_object()
-                .unwrap()
-                .iter()
-                .map(|(k, _)| k.as_str())
-                .collect()
+        let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let keys = |v: &serde_json::Value| -> Vec<String> {
+            let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+            k.sort();
+            k
         };
-        assert_eq!(
-            keys(0),
-            [
-                "workload",
-                "mode",
-                "threads",
-                "median_ms",
-                "min_ms",
-                "runs",
-                "peak_bytes",
-                "gflop"
-            ]
-        );
-        assert_eq!(
-            keys(1),
-            ["kernel", "shape", "threads", "median_ms", "gflops"]
-        );
+        assert_eq!(keys(&doc), ["results"]);
+        let results = doc["results"].as_array().unwrap();
+        let mut layer_keys = [
+            "workload",
+            "mode",
+            "threads",
+            "median_ms",
+            "min_ms",
+            "runs",
+            "peak_bytes",
+            "gflop",
+        ];
+        layer_keys.sort_unstable();
+        assert_eq!(keys(&results[0]), layer_keys);
+        let mut gemm_keys = ["kernel", "shape", "threads", "median_ms", "gflops"];
+        gemm_keys.sort_unstable();
+        assert_eq!(keys(&results[1]), gemm_keys);
         let r = &results[0];
-        assert_eq!(r.get("mode").unwrap().as_str(), Some("train"));
-        assert_eq!(r.get("median_ms").unwrap().as_f64(), Some(2.0));
-        assert_eq!(r.get("min_ms").unwrap().as_f64(), Some(1.0));
-        assert_eq!(r.get("runs").unwrap().as_usize(), Some(3));
-        assert_eq!(r.get("peak_bytes").unwrap().as_usize(), Some(1234));
-        let g = results[1].get("gflops").unwrap().as_f64().unwrap();
+        assert_eq!(r["workload"], "eq_small");
+        assert_eq!(r["mode"], "train");
+        assert_eq!(r["threads"], 2);
+        assert_eq!(r["median_ms"].as_f64(), Some(2.0));
+        assert_eq!(r["min_ms"].as_f64(), Some(1.0));
+        assert_eq!(r["runs"], 3);
+        assert_eq!(r["peak_bytes"], 1234);
+        let g = results[1]["gflops"].as_f64().unwrap();
         assert!((g - 134.217_728).abs() < 1e-9, "{g}");
-        assert_eq!(json_num(f64::NAN), "null");
-        assert_eq!(json_str("a\"b\n"), "\"a\\\"b\\u000a\"");
+        assert_eq!(json_num(f64::NAN), serde_json::Value::Null);
+        assert_eq!(json_num(f64::INFINITY), serde_json::Value::Null);
     }
 
     #[test]

@@ -6,7 +6,7 @@
 #![allow(dead_code)]
 
 use readout_core::Gradients;
-use readout_layers::{Adam, Bound, Parameters};
+use readout_layers::{Adam, Bound, Optimizer, Parameters};
 
 /// Parameters bound on a tape for one step, with the optimiser that updates them.
 pub struct Group<'a> {
