@@ -153,7 +153,7 @@ fn equilibrium(d: &mut Draw) {
 
     if std::env::var_os("READOUT_FUZZ_DEBUG").is_some() {
         eprintln!(
-            "cin {cin} cout {cout} hidden {hidden:?} grad_iter {grad_iter} x {x:?} segments {segments:?} dim_size {dim_size:?}\nparams {:?}",
+            "cin {cin} cout {cout} hidden {hidden:?} grad_iter {grad_iter} x {x:?} segments {segments:?} dim_size {dim_size:?} loss weights {w:?}\nparams {:?}",
             layer.parameters().state_dict()
         );
     }
