@@ -524,6 +524,11 @@ fn mp_file(edit: impl FnOnce(&mut Vec<(String, Raw)>)) -> Vec<u8> {
     file(&tensors)
 }
 
+/// Loads `bytes` into a fresh MemPooling, as a user would.
+#[allow(
+    clippy::result_large_err,
+    reason = "the layers' own error type, as their loading functions return it"
+)]
 fn load(bytes: &[u8]) -> Result<(), LayerError> {
     pool().load_state_dict(StateDict::from_bytes(bytes)?)
 }
