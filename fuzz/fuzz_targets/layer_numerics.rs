@@ -2,10 +2,12 @@
 //!
 //! - the `f32` results agree with the `f64` results relative to the result's scale,
 //!   `|a − b| ≤ tol·(1 + max|b|)`: outputs, `S` and `kl_loss` with `tol` = [`TOL`],
-//!   every gradient with `tol` = [`TOL_GRAD`];
-//! - the inference path equals the training path's forward within [`TOL`] (both
-//!   layers' inference runs a fused engine whose sums are grouped differently from
-//!   the tape's);
+//!   every gradient with `tol` = [`TOL_GRAD`]; where EquilibriumAggregation's exact
+//!   gradient or output is ill-conditioned (it moves by more than that when the inputs
+//!   move by their `f32` rounding), within [`CONDITIONING_FACTOR`] times that movement;
+//! - the inference path (a fused engine whose sums are grouped differently from the
+//!   tape's) agrees within [`TOL`]: MemPooling's with its training forward,
+//!   EquilibriumAggregation's with the `f64` forward (conditioning-aware as above);
 //! - `ptr` equals the equivalent sorted `index` (EquilibriumAggregation, bit for bit);
 //!   for MemPooling, `[N, F]` + `batch` equals the `to_dense_batch`-padded `[B, N, F]`
 //!   + `mask`, and the ragged path equals the dense path (within [`TOL`]).
