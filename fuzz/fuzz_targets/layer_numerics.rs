@@ -2,10 +2,12 @@
 //!
 //! - the `f32` results agree with the `f64` results relative to the result's scale,
 //!   `|a − b| ≤ tol·(1 + max|b|)`: outputs, `S` and `kl_loss` with `tol` = [`TOL`],
-//!   every gradient with `tol` = [`TOL_GRAD`];
-//! - the inference path equals the training path's forward within [`TOL`] (both
-//!   layers' inference runs a fused engine whose sums are grouped differently from
-//!   the tape's);
+//!   every gradient with `tol` = [`TOL_GRAD`]; where EquilibriumAggregation's exact
+//!   gradient or output is ill-conditioned (it moves by more than that when the inputs
+//!   move by their `f32` rounding), within [`CONDITIONING_FACTOR`] times that movement;
+//! - the inference path (a fused engine whose sums are grouped differently from the
+//!   tape's) agrees within [`TOL`]: MemPooling's with its training forward,
+//!   EquilibriumAggregation's with the `f64` forward (conditioning-aware as above);
 //! - `ptr` equals the equivalent sorted `index` (EquilibriumAggregation, bit for bit);
 //!   for MemPooling, `[N, F]` + `batch` equals the `to_dense_batch`-padded `[B, N, F]`
 //!   + `mask`, and the ragged path equals the dense path (within [`TOL`]).
@@ -18,7 +20,8 @@ use libfuzzer_sys::fuzz_target;
 use readout_core::{Real, Tape, Tensor};
 use readout_fuzz::Draw;
 use readout_layers::{
-    EquilibriumAggregation, InnerGrad, Mask, MemPooling, Parameters, PoolArgs, PoolPath, Segments,
+    Bound, EquilibriumAggregation, InnerGrad, Mask, MemPooling, Parameters, PoolArgs, PoolPath,
+    Segments,
 };
 
 /// Relative agreement required between `f32` and `f64` outputs (and between the
@@ -28,6 +31,14 @@ const TOL: f64 = 2e-3;
 /// more backward pass (EquilibriumAggregation: a second-order one) of LayerNorm, whose
 /// condition number `|x|/|x − mean|` is unbounded for nearly constant rows.
 const TOL_GRAD: f64 = 2e-2;
+/// Random perturbations of the inputs by their `f32` rounding used to estimate how much
+/// the exact gradient moves (only when [`TOL_GRAD`] is exceeded).
+const PERTURBATIONS: u64 = 4;
+/// How much more than the estimated movement an `f32` gradient may differ: it rounds
+/// every intermediate value, not only the inputs, and a few random perturbations
+/// underestimate the worst one. Small enough that finding O1 (a defect: 90× its
+/// movement) still fails.
+const CONDITIONING_FACTOR: f64 = 20.0;
 
 fuzz_target!(|data: &[u8]| {
     let mut d = Draw::new(data);
@@ -85,9 +96,43 @@ fn eq_run<T: Real>(
     dim_size: Option<usize>,
     w: &[f32],
 ) -> (Vec<f64>, Vec<Vec<f64>>) {
+    eq_run_perturbed::<T>(layer, x, segments, dim_size, w, None)
+}
+
+/// [`eq_run`] with every parameter and `x` multiplied by `1 + δ`, `|δ| ≤ 2⁻²⁴` drawn
+/// from `seed` (when given): the exact maths at inputs that differ from the given ones
+/// by their `f32` rounding.
+fn eq_run_perturbed<T: Real>(
+    layer: &EquilibriumAggregation,
+    x: &Tensor<f32>,
+    segments: Segments<'_>,
+    dim_size: Option<usize>,
+    w: &[f32],
+    seed: Option<u64>,
+) -> (Vec<f64>, Vec<Vec<f64>>) {
+    let mut state = seed.unwrap_or(0) | 1;
+    let mut perturb = |t: &Tensor<f32>| -> Tensor<T> {
+        let values = t.data().iter().map(|&v| {
+            let mut v = f64::from(v);
+            if seed.is_some() {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                let unit = (state >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0;
+                v *= 1.0 + unit * f64::from(f32::EPSILON) / 2.0;
+            }
+            T::from_f64(v)
+        });
+        Tensor::from_vec(t.shape(), values.collect()).unwrap()
+    };
     let mut tape = Tape::<T>::new();
-    let p = layer.parameters().bind(&mut tape, true);
-    let xv = tape.variable(x.cast());
+    let vars = layer
+        .parameters()
+        .iter()
+        .map(|p| tape.variable(perturb(p.value())))
+        .collect();
+    let p = Bound::from_vars(vars);
+    let xv = tape.variable(perturb(x));
     let out = layer
         .forward_on(&mut tape, &p, xv, segments, dim_size, InnerGrad::Record)
         .expect("valid configuration");
@@ -105,6 +150,16 @@ fn eq_run<T: Real>(
         .map(|&g| to64(tape.value(g).unwrap().data()))
         .collect();
     (y, g)
+}
+
+/// `max |got − want| / (1 + max |want|)`.
+fn rel_error(got: &[f64], want: &[f64]) -> f64 {
+    let s = scale(want);
+    got.iter()
+        .zip(want)
+        .map(|(g, w)| (g - w).abs())
+        .fold(0.0, f64::max)
+        / s
 }
 
 fn equilibrium(d: &mut Draw) {
@@ -154,20 +209,59 @@ fn equilibrium(d: &mut Draw) {
 
     if std::env::var_os("READOUT_FUZZ_DEBUG").is_some() {
         eprintln!(
-            "cin {cin} cout {cout} hidden {hidden:?} grad_iter {grad_iter} x {x:?} segments {segments:?} dim_size {dim_size:?}\nparams {:?}",
+            "cin {cin} cout {cout} hidden {hidden:?} grad_iter {grad_iter} x {x:?} segments {segments:?} dim_size {dim_size:?} loss weights {w:?}\nparams {:?}",
             layer.parameters().state_dict()
         );
     }
     let (y32, g32) = eq_run::<f32>(&layer, &x, segments, dim_size, &w);
     let (y64, g64) = eq_run::<f64>(&layer, &x, segments, dim_size, &w);
     close("eq out f32 vs f64", &y32, &y64);
+    // Gradients: within TOL_GRAD, or, where the exact gradient itself moves by more
+    // than that when the inputs move by their f32 rounding (finding O2: an ill-conditioned
+    // LayerNorm inside the unrolled loop), within CONDITIONING_FACTOR times that movement.
+    let mut spread: Option<Vec<f64>> = None;
     for (i, (a, b)) in g32.iter().zip(&g64).enumerate() {
-        close_tol(&format!("eq grad {i} f32 vs f64"), a, b, TOL_GRAD);
+        let err = rel_error(a, b);
+        if err <= TOL_GRAD {
+            continue;
+        }
+        let spread = spread.get_or_insert_with(|| {
+            let mut worst = vec![0.0f64; g64.len()];
+            for seed in 1..=PERTURBATIONS {
+                let (_, gp) =
+                    eq_run_perturbed::<f64>(&layer, &x, segments, dim_size, &w, Some(seed));
+                for (m, (p, q)) in worst.iter_mut().zip(gp.iter().zip(&g64)) {
+                    *m = m.max(rel_error(p, q));
+                }
+            }
+            worst
+        });
+        let allowed = TOL_GRAD + CONDITIONING_FACTOR * spread[i];
+        assert!(
+            err <= allowed,
+            "eq grad {i} f32 vs f64: relative error {err:.3e} > {allowed:.3e} (the f64 gradient moves by {:.3e} under f32 input rounding)\n{a:?}\n{b:?}",
+            spread[i]
+        );
     }
 
-    // Inference (fused eager engine) vs the recorded forward.
+    // Inference (the fused engine) vs the f64 forward: within TOL, or, where the exact
+    // output itself moves by more than that under f32 input rounding, within
+    // CONDITIONING_FACTOR times that movement (as for the gradients).
     let inf = layer.forward(&x, segments, dim_size).unwrap();
-    close("eq inference vs training forward", inf.data(), &y32);
+    let inf64 = to64(inf.data());
+    let err = rel_error(&inf64, &y64);
+    if err > TOL {
+        let mut moved = 0.0f64;
+        for seed in 1..=PERTURBATIONS {
+            let (yp, _) = eq_run_perturbed::<f64>(&layer, &x, segments, dim_size, &w, Some(seed));
+            moved = moved.max(rel_error(&yp, &y64));
+        }
+        let allowed = TOL + CONDITIONING_FACTOR * moved;
+        assert!(
+            err <= allowed,
+            "eq inference vs f64 forward: relative error {err:.3e} > {allowed:.3e} (the f64 output moves by {moved:.3e} under f32 input rounding)\n{inf64:?}\n{y64:?}"
+        );
+    }
 
     // ptr = the equivalent sorted index, bit for bit, on both paths.
     if sorted && matches!(segments, Segments::Index(_)) {

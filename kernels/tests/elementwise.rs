@@ -72,6 +72,11 @@ fn inputs() -> Vec<f32> {
         v.push(-f32::from_bits(c.to_bits() + 1));
         v.push(-f32::from_bits(c.to_bits() - 1));
     }
+    if cfg!(miri) {
+        // Miri checks memory accesses, not accuracy: the special values above (183, so
+        // every lane tail) suffice, the sweeps below would take it hours.
+        return v;
+    }
     for i in 0..=220_000 {
         v.push(-110.0 + i as f32 * 0.001);
     }

@@ -133,6 +133,12 @@ pub(crate) fn backward<T: Real>(
 fn normalized<T: Real>(tape: &mut Tape<T>, x: Var, eps: T) -> Result<(Var, Var), CoreError> {
     let mean = tape.mean_rows(x)?;
     let xc = tape.binary_bc(Binary::Sub, Broadcast::Col, x, mean);
+    // Re-centred with the mean of the residue: the row mean is rounded (by up to half an
+    // ulp of |mean|), which leaves Σ x̂ ≠ 0 where the spread is small next to |mean|,
+    // and the backward's terms (rstd² in a second-order pass) cancel only for Σ x̂ = 0
+    // (fuzz finding O1, core/tests/layer_norm_precision.rs).
+    let residue = tape.mean_rows(xc)?;
+    let xc = tape.binary_bc(Binary::Sub, Broadcast::Col, xc, residue);
     let sq = tape.map(Unary::Square, xc);
     let var = tape.mean_rows(sq)?;
     let ve = tape.map(Unary::AddScalar(eps), var);
