@@ -1,7 +1,8 @@
 //! Layer normalisation of rows, PyTorch's definition, forward and backward.
 //!
 //! Both kernels make the same passes as their scalar references: the forward takes
-//! the mean, then the centred sum of squares (more accurate than `E[x²] − E[x]²`);
+//! the mean, then the centred sum of squares (more accurate than `E[x²] − E[x]²`) and
+//! the residues' sum, which re-centres the rounded mean ([`recentre`]);
 //! the backward takes both of its means in one pass, then writes `dx`.
 
 use crate::Real;
@@ -122,12 +123,16 @@ impl Kernel for LayerNormKernel {
             for &v in xrow {
                 s += v;
             }
-            let mu = s / n;
-            let mut ss = T::ZERO;
+            let mu0 = s / n;
+            // Second pass: the residues' sum re-centres the rounded mean (see the
+            // module doc), and their squares give the variance about it.
+            let (mut ds, mut ss) = (T::ZERO, T::ZERO);
             for &v in xrow {
-                let d = v - mu;
+                let d = v - mu0;
+                ds += d;
                 ss += d * d;
             }
+            let (mu, ss) = recentre(mu0, ds, ss, n);
             let rs = T::ONE / (ss / n + eps).sqrt();
             mean[r] = mu;
             rstd[r] = rs;
@@ -157,20 +162,24 @@ impl Kernel for LayerNormKernel {
             .zip(out.chunks_exact_mut(cols))
             .enumerate()
         {
-            let mu = row_sum(s, xr) / n;
-            let vmu = s.splat(mu);
-            let mut acc = s.zero();
+            let mu0 = row_sum(s, xr) / n;
+            let vmu0 = s.splat(mu0);
+            let (mut dacc, mut acc) = (s.zero(), s.zero());
             let mut xs = xr.chunks_exact(LANES);
             for xi in &mut xs {
-                let d = s.sub(s.load(xi), vmu);
+                let d = s.sub(s.load(xi), vmu0);
+                dacc = s.add(dacc, d);
                 acc = s.fma(d, d, acc);
             }
-            let mut ss = s.reduce_add(acc);
-            // The tail in scalar code: zero-padded lanes would add mu² each.
+            let (mut ds, mut ss) = (s.reduce_add(dacc), s.reduce_add(acc));
+            // The tail in scalar code: zero-padded lanes would add mu0 and mu0² each.
             for &v in xs.remainder() {
-                let d = v - mu;
+                let d = v - mu0;
+                ds += d;
                 ss += d * d;
             }
+            let (mu, ss) = recentre(mu0, ds, ss, n);
+            let vmu = s.splat(mu);
             let rs = 1.0 / libm::sqrtf(ss / n + eps);
             mean[r] = mu;
             rstd[r] = rs;
@@ -191,6 +200,21 @@ impl Kernel for LayerNormKernel {
             }
         }
     }
+}
+
+/// The mean re-centred by the residues `d = x − mu0` of its first rounding, and the
+/// centred sum of squares about it: `mu = mu0 + Σd/n`, `Σ(x − mu)² = Σd² − (Σd)²/n`.
+///
+/// Why: `mu0 = Σx/n` is off by up to half an ulp of `|mu0|`. On a row whose spread is
+/// small next to its mean (e.g. `[−8.336, −8.354]`) that error is a sizeable part of
+/// every `x − mu0`, so `x̂` no longer sums to zero and the cancellations the backward
+/// pass relies on (above all its second-order terms, scaled by `rstd²`) fail: fuzz
+/// findings O1 (the tape's backward) and O3 (this kernel, in the fused forward).
+#[inline(always)]
+fn recentre<T: Real>(mu0: T, ds: T, ss: T, n: T) -> (T, T) {
+    let c = ds / n;
+    let ss = ss - ds * c;
+    (mu0 + c, if ss > T::ZERO { ss } else { T::ZERO })
 }
 
 /// Sum of a row (8 partial sums, then a fixed-order reduction).
