@@ -89,26 +89,23 @@ fn bench_layers(c: &mut Criterion) {
 /// Shapes beyond the four reference workloads, where a fused engine tuned for them
 /// could still be slow: `(name, in, out, hidden, grad_iter, elements, sets)`.
 fn extra_equilibrium_shapes() -> Vec<EqSpec> {
-    let shapes: [(&str, usize, usize, &[usize], usize, usize, usize); 6] = [
-        ("eqx_odd_widths", 7, 9, &[17, 33], 5, 5_000, 250),
-        ("eqx_deep_iter7", 16, 16, &[32, 32, 32], 7, 2_000, 100),
-        ("eqx_tiny_sets", 16, 16, &[32, 32], 5, 6_000, 3_000),
-        ("eqx_one_large_set", 16, 16, &[64, 64], 5, 50_000, 1),
-        ("eqx_width_100", 9, 100, &[100], 3, 4_000, 200),
-        ("eqx_no_hidden", 32, 32, &[], 10, 20_000, 1_000),
-    ];
-    shapes
-        .iter()
-        .map(|&(name, cin, cout, hidden, iters, n, sets)| EqSpec {
-            name: name.to_string(),
-            in_channels: cin,
-            out_channels: cout,
-            num_layers: hidden.to_vec(),
-            grad_iter: iters,
-            num_elements: n,
-            num_sets: sets,
-        })
-        .collect()
+    let eq = |name: &str, (cin, cout): (usize, usize), hidden: &[usize], iters, n, sets| EqSpec {
+        name: name.to_string(),
+        in_channels: cin,
+        out_channels: cout,
+        num_layers: hidden.to_vec(),
+        grad_iter: iters,
+        num_elements: n,
+        num_sets: sets,
+    };
+    vec![
+        eq("eqx_odd_widths", (7, 9), &[17, 33], 5, 5_000, 250),
+        eq("eqx_deep_iter7", (16, 16), &[32, 32, 32], 7, 2_000, 100),
+        eq("eqx_tiny_sets", (16, 16), &[32, 32], 5, 6_000, 3_000),
+        eq("eqx_one_large_set", (16, 16), &[64, 64], 5, 50_000, 1),
+        eq("eqx_width_100", (9, 100), &[100], 3, 4_000, 200),
+        eq("eqx_no_hidden", (32, 32), &[], 10, 20_000, 1_000),
+    ]
 }
 
 criterion_group!(benches, bench_layers);

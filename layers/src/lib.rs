@@ -20,8 +20,8 @@
 //! program (inference with both layers, then one training step) is:
 //!
 //! ```
-//! use readout_layers::{Adam, EquilibriumAggregation, MemPooling, Optimizer, PoolArgs, Segments};
-//! use readout_layers::{LayerError, Tape, Tensor};
+//! use readout_layers::{Adam, EquilibriumAggregation, MemPooling, Optimizer, PoolArgs, PygWeights};
+//! use readout_layers::{LayerError, Segments, Tape, Tensor};
 //!
 //! fn main() -> Result<(), LayerError> {
 //!     // Two sets of scalars, aggregated into 4 features each (PyG's arguments:

@@ -9,6 +9,7 @@
 use std::borrow::Cow;
 
 use readout_core::{CoreError, Tape, Tensor};
+use readout_layers::PygWeights;
 use readout_layers::{
     Adam, EquilibriumAggregation, InnerGrad, LayerError, Mask, MemPooling, PoolArgs, Segments, Sgd,
     StateDict, limits,
@@ -461,7 +462,7 @@ fn mp_non_finite_x_stays_in_its_graph() {
 #[test]
 fn optimiser_hyperparameters() {
     refused(Adam::new(-0.1), invalid("lr"), &["lr", "-0.1"]);
-    refused(Adam::new(f32::NAN), invalid("lr"), &["lr", "NaN"]);
+    refused(Adam::new(f64::NAN), invalid("lr"), &["lr", "NaN"]);
     refused(
         Sgd::new(0.1, -0.5, 0.0),
         invalid("momentum"),

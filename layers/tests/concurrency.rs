@@ -13,6 +13,7 @@ use std::thread;
 use std::time::Duration;
 
 use readout_core::{Tape, Tensor};
+use readout_layers::PygWeights;
 use readout_layers::{EquilibriumAggregation, InnerGrad, MemPooling, PoolArgs, Segments};
 
 /// Threads calling the layer at once.

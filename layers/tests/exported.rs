@@ -11,8 +11,8 @@ use std::path::PathBuf;
 
 use readout_layers::parity::{self, Precision, TOLERANCE, run_case, run_case_with};
 use readout_layers::{
-    EquilibriumAggregation, LayerError, LayerKind, LoadOptions, Loaded, MemPooling, PygWeights,
-    StateDict, load_cases,
+    EquilibriumAggregation, LayerKind, LoadOptions, Loaded, MemPooling, PygWeights, StateDict,
+    load_cases,
 };
 
 fn data_dir() -> PathBuf {
@@ -103,14 +103,23 @@ fn a_whole_model_state_dict_loads_and_saves_by_prefix() {
     let mut mem2 = MemPooling::new(8, 5, 3, 1, 0.5).unwrap();
     let mut pool = EquilibriumAggregation::new(6, 4, &[8, 8], 2, 0.2).unwrap();
     let bytes = std::fs::read(&path).unwrap();
-    for (layer, prefix) in [
-        (&mut mem1 as &mut dyn LoadByPrefix, "mem1."),
-        (&mut mem2, "mem2."),
-        (&mut pool, "pool."),
-    ] {
-        let loaded = layer.load(StateDict::from_bytes(&bytes).unwrap(), by_prefix(prefix));
-        assert_eq!(loaded.unwrap(), Loaded::default(), "{prefix}");
-    }
+    let part = || StateDict::from_bytes(&bytes).unwrap();
+    let none = Loaded::default();
+    assert_eq!(
+        mem1.load_state_dict_with(part(), by_prefix("mem1."))
+            .unwrap(),
+        none
+    );
+    assert_eq!(
+        mem2.load_state_dict_with(part(), by_prefix("mem2."))
+            .unwrap(),
+        none
+    );
+    assert_eq!(
+        pool.load_state_dict_with(part(), by_prefix("pool."))
+            .unwrap(),
+        none
+    );
     for (prefix, params) in [
         ("mem1.", mem1.parameters()),
         ("mem2.", mem2.parameters()),
@@ -163,15 +172,4 @@ fn a_whole_model_state_dict_loads_and_saves_by_prefix() {
         "{:?}",
         loaded.unexpected
     );
-}
-
-/// The two layer types behind one `&mut dyn` for the loop above.
-trait LoadByPrefix {
-    fn load(&mut self, sd: StateDict, options: LoadOptions<'_>) -> Result<Loaded, LayerError>;
-}
-
-impl<L: PygWeights> LoadByPrefix for L {
-    fn load(&mut self, sd: StateDict, options: LoadOptions<'_>) -> Result<Loaded, LayerError> {
-        self.load_state_dict_with(sd, options)
-    }
 }

@@ -114,7 +114,7 @@ impl<'a, T> BinaryArgs<'a, T> {
             return None;
         }
         assert!(
-            cols > 0 && a.len() % cols == 0,
+            cols > 0 && a.len().is_multiple_of(cols),
             "binary: cols {} does not divide {}",
             cols,
             a.len()

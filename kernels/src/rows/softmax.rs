@@ -44,7 +44,7 @@ impl<'a, T> SoftmaxArgs<'a, T> {
             return None;
         }
         assert!(
-            cols > 0 && x.len() % cols == 0,
+            cols > 0 && x.len().is_multiple_of(cols),
             "softmax_rows: cols does not divide x.len()"
         );
         Some(SoftmaxArgs { x, cols, out })

@@ -109,9 +109,9 @@ impl EquilibriumAggregation {
     /// # Errors
     /// [`LayerError::InvalidArgument`] for `in_channels` or `out_channels` of 0, a
     /// hidden size of 0, a non-finite `lamb`, or a `grad_iter` above
-    /// [`limits::MAX_GRAD_ITER`]; [`LayerError::TooLarge`] when a parameter would hold
-    /// more than [`limits::MAX_ELEMENTS`] values or all of them more than
-    /// [`limits::MAX_PARAMETERS`].
+    /// [`crate::limits::MAX_GRAD_ITER`]; [`LayerError::TooLarge`] when a parameter would hold
+    /// more than [`crate::limits::MAX_ELEMENTS`] values or all of them more than
+    /// [`crate::limits::MAX_PARAMETERS`].
     pub fn new(
         in_channels: usize,
         out_channels: usize,
@@ -216,7 +216,7 @@ impl EquilibriumAggregation {
     /// another configuration's parameters;
     /// [`LayerError::TooLarge`] when `N` or the number of sets (`dim_size`,
     /// `max(index) + 1`) times the potential's row width (about
-    /// `in + out + 2·h_1 + Σ h_i`) exceeds [`limits::MAX_ELEMENTS`], before anything is
+    /// `in + out + 2·h_1 + Σ h_i`) exceeds [`crate::limits::MAX_ELEMENTS`], before anything is
     /// allocated.
     pub fn forward_on<T: Real>(
         &self,

@@ -120,7 +120,7 @@ impl MemPooling {
     /// [`LayerError::InvalidArgument`] for `in_channels`, `out_channels`, `heads` or
     /// `num_clusters` of 0, or a `tau` that is not finite and positive;
     /// [`LayerError::TooLarge`] when `k` (`H·K·F`) or `lin.weight` (`F'·F`) would hold
-    /// more than [`limits::MAX_ELEMENTS`] values, or `H·K` does.
+    /// more than [`crate::limits::MAX_ELEMENTS`] values, or `H·K` does.
     pub fn new(
         in_channels: usize,
         out_channels: usize,
@@ -316,7 +316,7 @@ impl MemPooling {
     ///   `B = 0`;
     /// - [`LayerError::TooLarge`], before anything is allocated, when `B·K·max(F, F')`
     ///   (the pooled rows), `B·N_max·max(F, H·K)` (the padded rows and `S`) or
-    ///   `N·max(F, H·K)` exceeds [`limits::MAX_ELEMENTS`] — e.g. an absurd
+    ///   `N·max(F, H·K)` exceeds [`crate::limits::MAX_ELEMENTS`] — e.g. an absurd
     ///   `batch_size`, `max_num_nodes` or `batch` entry;
     /// - [`LayerError::WrongShape`] for `x` whose last dimension is not `in_channels`, a
     ///   mask whose shape is not `[B, N]`, bound parameters of the wrong shape;

@@ -51,7 +51,7 @@ pub(crate) fn new_args(
 }
 
 /// The widest buffers a forward allocates, per row and per graph, for the size caps
-/// ([`limits::MAX_ELEMENTS`]) checked before anything is allocated.
+/// ([`crate::limits::MAX_ELEMENTS`]) checked before anything is allocated.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Widths {
     /// Values per (real or padded) node row: `max(F, H·K)`.
