@@ -5,10 +5,10 @@
 //! finite inputs and parameters in a sane range, outputs and gradients are finite.
 #![no_main]
 
-use readout_layers::PygWeights;
 use libfuzzer_sys::fuzz_target;
 use readout_core::{Tape, Tensor};
 use readout_fuzz::{Draw, all_finite};
+use readout_layers::PygWeights;
 use readout_layers::{
     EquilibriumAggregation, InnerGrad, LayerError, Mask, MemPooling, PoolArgs, PoolPath, Segments,
 };

@@ -15,10 +15,10 @@
 //! See `fuzz/README.md` for why the bound is what it is.
 #![no_main]
 
-use readout_layers::PygWeights;
 use libfuzzer_sys::fuzz_target;
 use readout_core::{Real, Tape, Tensor};
 use readout_fuzz::Draw;
+use readout_layers::PygWeights;
 use readout_layers::{
     Bound, EquilibriumAggregation, InnerGrad, Mask, MemPooling, Parameters, PoolArgs, PoolPath,
     Segments,

@@ -4,9 +4,9 @@
 //! panic. A file that loads saves back to bytes that load to the same state dict.
 #![no_main]
 
-use readout_layers::PygWeights;
 use libfuzzer_sys::fuzz_target;
 use readout_fuzz::Draw;
+use readout_layers::PygWeights;
 use readout_layers::{
     Case, EquilibriumAggregation, LayerError, MemPooling, ParamView, StateDict, save_params,
 };

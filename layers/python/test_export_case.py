@@ -135,5 +135,29 @@ class ExportCaseTest(unittest.TestCase):
         self.assertIn("expect.grad.input.x", t)
 
 
+
+@unittest.skipIf(MISSING is not None, MISSING or "")
+class WholeModelRoundTripTest(unittest.TestCase):
+    """torch -> readout is tested in Rust (layers/tests/exported.rs loads
+    weights/whole_model.safetensors by prefix); this is readout -> torch: the three
+    layers' weights as readout saved them load into the PyG model with torch's own
+    ``load_state_dict`` and equal the values torch wrote."""
+
+    def test_torch_loads_the_layers_readout_saved(self):
+        import demo_model
+        from safetensors.torch import load_file
+
+        data = HERE.parent / "tests" / "data" / "weights"
+        saved = load_file(str(data / "whole_model_layers_saved_by_readout.safetensors"))
+        original = load_file(str(data / "whole_model.safetensors"))
+        model, _ = demo_model.make(seed=0)
+        result = model.load_state_dict(saved, strict=False)
+        self.assertEqual(result.unexpected_keys, [])
+        self.assertEqual(sorted(result.missing_keys),
+                         ["head.bias", "head.weight", "lin_in.bias", "lin_in.weight"])
+        state = model.state_dict()
+        for key, value in saved.items():
+            self.assertTrue(torch.equal(state[key], original[key]), key)
+
 if __name__ == "__main__":
     unittest.main()

@@ -136,7 +136,21 @@ fn a_whole_model_state_dict_loads_and_saves_by_prefix() {
     let mut saved = mem1.state_dict("mem1.").unwrap();
     saved.merge(mem2.state_dict("mem2.").unwrap()).unwrap();
     saved.merge(pool.state_dict("pool.").unwrap()).unwrap();
-    let again = StateDict::from_bytes(&saved.to_bytes().unwrap()).unwrap();
+    let saved_bytes = saved.to_bytes().unwrap();
+    // The other direction: this file, written by readout, is committed, and torch loads
+    // it into the PyG model (layers/python/test_export_case.py,
+    // `test_torch_loads_the_layers_readout_saved`). READOUT_WRITE_TEST_DATA=1 rewrites it.
+    let committed = data_dir().join("weights/whole_model_layers_saved_by_readout.safetensors");
+    if std::env::var_os("READOUT_WRITE_TEST_DATA").is_some() {
+        std::fs::write(&committed, &saved_bytes).unwrap();
+    }
+    assert_eq!(
+        std::fs::read(&committed).unwrap(),
+        saved_bytes,
+        "{} differs from what readout saves now",
+        committed.display()
+    );
+    let again = StateDict::from_bytes(&saved_bytes).unwrap();
     let layer_keys: Vec<&str> = whole.names().filter(|n| !others.contains(n)).collect();
     assert_eq!(again.names().collect::<Vec<_>>(), layer_keys);
     for key in layer_keys {
