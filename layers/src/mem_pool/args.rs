@@ -141,6 +141,25 @@ pub struct Pooled {
 }
 
 impl Pooled {
+    /// A ragged path's result: `S` on the kept rows only (`fused`: whether it and
+    /// `kl_loss` are the fused nodes of [`PoolPath::Ragged`]).
+    pub(crate) fn ragged(
+        out: Var,
+        s_rows: Var,
+        plan: Plan,
+        num_clusters: usize,
+        fused: bool,
+    ) -> Self {
+        Pooled {
+            out,
+            s: None,
+            s_rows: Some(s_rows),
+            plan,
+            num_clusters,
+            fused,
+        }
+    }
+
     /// `out [B, K, F']`.
     pub fn out(&self) -> Var {
         self.out

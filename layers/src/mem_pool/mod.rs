@@ -351,10 +351,7 @@ impl MemPooling {
         x_rows: Var,
         plan: validate::Plan,
     ) -> Result<Pooled, LayerError> {
-        let rows = match &plan.kept {
-            Some(kept) => tape.gather_rows(x_rows, kept)?,
-            None => x_rows,
-        };
+        let rows = plan.kept_rows(tape, x_rows)?;
         let sizes = fused::backward::Sizes {
             f: self.in_channels,
             o: self.out_channels,
@@ -368,14 +365,7 @@ impl MemPooling {
             lin: params.lin.weight,
         };
         let (out, s_rows) = fused::backward::record(tape, sizes, vars, rows, &plan)?;
-        Ok(Pooled {
-            out,
-            s: None,
-            s_rows: Some(s_rows),
-            plan,
-            num_clusters: self.num_clusters,
-            fused: true,
-        })
+        Ok(Pooled::ragged(out, s_rows, plan, self.num_clusters, true))
     }
 }
 

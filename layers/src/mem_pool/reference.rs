@@ -145,20 +145,10 @@ impl MemPooling {
         x_rows: Var,
         plan: Plan,
     ) -> Result<Pooled, LayerError> {
-        let rows = match &plan.kept {
-            Some(kept) => tape.gather_rows(x_rows, kept)?,
-            None => x_rows,
-        };
+        let rows = plan.kept_rows(tape, x_rows)?;
         let s_rows = self.assign(tape, params, rows)?;
         let sx = tape.segment_matmul_tn(s_rows, rows, &plan.ptr)?;
         let out = self.lin(tape, params, sx, plan.batch_size)?;
-        Ok(Pooled {
-            out,
-            s: None,
-            s_rows: Some(s_rows),
-            plan,
-            num_clusters: self.num_clusters,
-            fused: false,
-        })
+        Ok(Pooled::ragged(out, s_rows, plan, self.num_clusters, false))
     }
 }

@@ -102,6 +102,19 @@ pub(crate) struct Plan {
 }
 
 impl Plan {
+    /// The rows the ragged paths compute on: `x_rows` without the nodes that
+    /// `max_num_nodes` drops (a gather only when some are dropped).
+    pub(crate) fn kept_rows<T: readout_core::Real>(
+        &self,
+        tape: &mut readout_core::Tape<T>,
+        x_rows: readout_core::Var,
+    ) -> Result<readout_core::Var, readout_core::CoreError> {
+        match &self.kept {
+            Some(kept) => tape.gather_rows(x_rows, kept),
+            None => Ok(x_rows),
+        }
+    }
+
     /// `B·N_max`, the padded row count.
     pub(crate) fn padded_rows(&self) -> usize {
         self.batch_size * self.max_nodes
