@@ -38,7 +38,7 @@ use alloc::vec::Vec;
 use core::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use readout_core::{Gradients, Real, Tape, Tensor, Var};
+use readout_core::{Real, Tape, Tensor, Var};
 
 use crate::case::{
     Case, CaseArgs, EquilibriumArgs, LayerKind, MemPoolingArgs, Worst, relative_error, worst_error,
@@ -494,14 +494,22 @@ fn weighted_sum<T: Real>(
 
 /// The gradient of every parameter (zeros where the loss does not depend on one) and
 /// of `x`, named `grad.<key>` and `grad.input.x`.
-fn gradient_outputs<T: Real>(
+/// The loss's value and the gradients of every parameter and of `x`, as output rows
+/// (`loss`, `grad.<name>`, `grad.input.x`), from one backward pass of `loss`.
+fn loss_and_gradients<T: Real>(
+    tape: &mut Tape<T>,
+    loss: Var,
     params: &Parameters,
     bound: &Bound,
     x: Var,
     x_numel: usize,
-    grads: &Gradients<T>,
-) -> Vec<(String, Vec<f64>)> {
-    let mut outputs = Vec::with_capacity(params.len() + 1);
+) -> Result<Vec<(String, Vec<f64>)>, LayerError> {
+    let mut outputs = Vec::with_capacity(params.len() + 2);
+    outputs.push((
+        String::from("loss"),
+        vec![tape.value(loss)?.item().to_f64()],
+    ));
+    let grads = tape.backward(loss)?;
     for (i, p) in params.iter().enumerate() {
         let g = match grads.get(bound.var(i)) {
             Some(g) => to_f64(g),
@@ -515,7 +523,7 @@ fn gradient_outputs<T: Real>(
         None => vec![0.0; x_numel],
     };
     outputs.push((String::from("grad.input.x"), gx));
-    outputs
+    Ok(outputs)
 }
 
 fn to_f64<T: Real>(t: &Tensor<T>) -> Vec<f64> {
@@ -561,19 +569,15 @@ fn equilibrium<T: Real>(
     let mut tape_nodes = tape.len();
     if gradients {
         let loss = weighted_sum(&mut tape, case, out, "out")?;
-        outputs.push((
-            String::from("loss"),
-            vec![tape.value(loss)?.item().to_f64()],
-        ));
         tape_nodes = tape.len();
-        let grads = tape.backward(loss)?;
-        outputs.extend(gradient_outputs(
+        outputs.extend(loss_and_gradients(
+            &mut tape,
+            loss,
             layer.parameters(),
             &bound,
             x,
             case.x.numel(),
-            &grads,
-        ));
+        )?);
     }
 
     // Inference path: eager inner gradients, parameters and x as constants — exactly
@@ -665,19 +669,15 @@ fn mem_pooling<T: Real>(
             let lk = tape.scale(kl, T::from_f64(case.kl_weight))?;
             loss = tape.add(loss, lk)?;
         }
-        outputs.push((
-            String::from("loss"),
-            vec![tape.value(loss)?.item().to_f64()],
-        ));
         tape_nodes = tape.len();
-        let grads = tape.backward(loss)?;
-        outputs.extend(gradient_outputs(
+        outputs.extend(loss_and_gradients(
+            &mut tape,
+            loss,
             layer.parameters(),
             &bound,
             x,
             case.x.numel(),
-            &grads,
-        ));
+        )?);
     }
 
     // Inference: what `MemPooling::forward` runs (the ragged path), and PyG's padded
