@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release -p readout-benches --bin report -- [--quick] [--threads 1,2]
-//!     [--only NAME,...] [--json FILE] [--max-gib G]
+//!     [--only NAME,...] [--modes infer,train] [--json FILE] [--max-gib G]
 //! ```
 //!
 //! For each workload × mode (`infer`, `train`) × thread count: probe calls on a
@@ -14,7 +14,8 @@
 //! computation as implemented (`readout_benches::flops`) and the achieved GFLOP/s as a
 //! fraction of `threads × 117 GFLOP/s`.
 //!
-//! `--only gemm` runs the GEMM shapes only; `--only eq_small,gemm` both.
+//! `--only gemm` runs the GEMM shapes only; `--only eq_small,gemm` both. `--modes train`
+//! runs the training calls only (what a profiler attached to the process should see).
 
 // `LayerError` is large; it only travels the cold path of a failed benchmark, once.
 #![allow(clippy::result_large_err)]
@@ -32,12 +33,14 @@ use readout_kernels::gemm::{GemmShape, gemm};
 static ALLOC: CountingAlloc = CountingAlloc;
 
 const USAGE: &str =
-    "usage: report [--quick] [--threads 1,2] [--only NAME,...] [--json FILE] [--max-gib G]
+    "usage: report [--quick] [--threads 1,2] [--only NAME,...] [--modes infer,train]
+              [--json FILE] [--max-gib G]
 
   --quick          short budgets; skips calls predicted over 8 s and stops starting
                    entries after 150 s (under 3 minutes in all)
   --threads LIST   thread counts (default 1,2)
   --only LIST      workload names of benches/workloads.json, and/or `gemm`
+  --modes LIST     layer modes to run: infer, train or both (default infer,train)
   --json FILE      write {\"results\": [...]} to FILE
   --max-gib G      memory limit per call in GiB (default: half of MemAvailable)";
 
@@ -45,6 +48,7 @@ struct Options {
     quick: bool,
     threads: Vec<usize>,
     only: Option<Vec<String>>,
+    modes: Vec<Mode>,
     json: Option<String>,
     max_gib: Option<f64>,
 }
@@ -54,6 +58,7 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
         quick: false,
         threads: vec![1, 2],
         only: None,
+        modes: Mode::ALL.to_vec(),
         json: None,
         max_gib: None,
     };
@@ -79,6 +84,18 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
             "--only" => {
                 let v = value("--only")?;
                 o.only = Some(v.split(',').map(|s| s.trim().to_owned()).collect());
+            }
+            "--modes" => {
+                let v = value("--modes")?;
+                o.modes = v
+                    .split(',')
+                    .map(|m| {
+                        Mode::ALL
+                            .into_iter()
+                            .find(|mode| mode.name() == m.trim())
+                            .ok_or_else(|| format!("--modes: {m:?} is not infer or train"))
+                    })
+                    .collect::<Result<_, _>>()?;
             }
             "--json" => o.json = Some(value("--json")?),
             "--max-gib" => {
@@ -311,7 +328,7 @@ fn run_layers(
     print_header();
     for spec in specs {
         println!("# {}: {}", spec.name(), spec.describe());
-        for mode in Mode::ALL {
+        for &mode in &opts.modes {
             let spent = started.elapsed().as_secs_f64();
             if opts.quick && spent > QUICK_TOTAL_SECONDS {
                 println!(
@@ -544,6 +561,9 @@ mod tests {
         assert_eq!(o.json.as_deref(), Some("f"));
         assert_eq!(args(&[]).unwrap().threads, [1, 2]);
         assert!(args(&["--threads", "0"]).is_err());
+        assert_eq!(args(&[]).unwrap().modes, Mode::ALL);
+        assert_eq!(args(&["--modes", "train"]).unwrap().modes, [Mode::Train]);
+        assert!(args(&["--modes", "backward"]).is_err());
         assert!(args(&["--threads"]).is_err());
         assert!(args(&["--max-gib", "-1"]).is_err());
         assert!(args(&["--bogus"]).is_err());
