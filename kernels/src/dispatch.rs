@@ -54,7 +54,9 @@
 //! features it would execute illegal instructions. `run` makes that call in one
 //! place, and only with an `Avx2` token in hand; the token can only be created by
 //! `Avx2::detect`, which returns it only when the running CPU has AVX2 and FMA. The
-//! same token is what makes the AVX2 `Simd` methods sound (`simd/avx2.rs`).
+//! same token is what makes the AVX2 `Simd` methods sound (`simd/avx2.rs`): their
+//! arithmetic is safe `#[target_feature]` code reached through one `unsafe` call that
+//! takes the token, and their four loads and stores check their bounds as well.
 //!
 //! # Adding a kernel
 //!

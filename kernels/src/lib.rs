@@ -47,10 +47,11 @@
 //!
 //! `unsafe` is confined to small blocks, each with a `// SAFETY:` comment: the one
 //! call into the `#[target_feature(enable = "avx2,fma")]` trampoline in [`dispatch`]
-//! (sound because an AVX2 token only exists after detection), the AVX2 intrinsics of
-//! the vector trait (same argument), the micro-kernel's unchecked loads of `A`
-//! (bounds asserted once per tile) and the view of the GEMM packing buffer after it
-//! is filled.
+//! (sound because an AVX2 token only exists after detection); in the AVX2 vector
+//! trait, one call into its safe `#[target_feature]` arithmetic (same argument,
+//! written once) and its four pointer loads and stores (plus their bounds); the
+//! micro-kernel's unchecked loads of `A` (bounds asserted once per tile) and the view
+//! of the GEMM packing buffer after it is filled.
 //!
 #![no_std]
 #![warn(missing_docs)]

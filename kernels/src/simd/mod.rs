@@ -13,7 +13,8 @@
 //!
 //! A value of a type implementing [`Simd`] is a *token*: holding one proves that the
 //! CPU can execute its instructions. [`avx2::Avx2`] can only be obtained from
-//! [`avx2::Avx2::detect`], which is what makes its (safe) methods sound.
+//! [`avx2::Avx2::detect`], which is what makes its (safe) methods sound (`avx2.rs`
+//! writes that argument once, for all of its arithmetic).
 //!
 //! The AVX2 code is compiled on x86-64 targets with SSE2, i.e. every hosted one; it is
 //! left out of soft-float targets such as `x86_64-unknown-none`, where LLVM cannot
