@@ -160,6 +160,13 @@ struct Scratch<T> {
 }
 
 impl<T: Real> Scratch<T> {
+    /// How many values [`Scratch::new`] takes (the cost of one more thread).
+    fn len(net: &Net<T>, rows: usize) -> usize {
+        let hmax = net.hidden.iter().copied().max().unwrap_or(1);
+        let per_layer: usize = net.hidden.iter().map(|&h| 2 * rows * h + rows).sum();
+        2 * rows * net.width + per_layer + rows + 4 * rows * hmax
+    }
+
     /// Buffers for blocks of up to `rows ≤ CHUNK` elements (fewer than `CHUNK` when
     /// the input is smaller: no point clearing pages that will not be used).
     fn new(net: &Net<T>, rows: usize, ws: &mut Workspace<T>) -> Self {
@@ -356,8 +363,19 @@ pub(crate) fn solve_sorted<T: Real, V: AsRef<[T]>>(
                 set_of: &sorted.set_of[g0..g1],
                 inv_count: &inv_count,
             };
-            let threads =
-                super::threads_for((g1 - g0) * net.flops_per_row(), (g1 - g0).div_ceil(CHUNK));
+            // A thread without a scratch yet pays for clearing one (page by page), once
+            // per call: spread over the steps.
+            let new_scratch = if scratch.len() < 2 {
+                super::ZEROING_FLOPS_PER_VALUE * Scratch::len(&net, CHUNK.min(n))
+                    / grad_iter.max(1)
+            } else {
+                0
+            };
+            let threads = super::threads_for(
+                (g1 - g0) * net.flops_per_row(),
+                (g1 - g0).div_ceil(CHUNK),
+                new_scratch,
+            );
             while scratch.len() < threads {
                 scratch.push(Scratch::new(&net, CHUNK.min(n), ws));
             }
@@ -441,7 +459,11 @@ impl<T: Real> Blocks<'_, '_, T> {
         if blocks > per {
             use rayon::prelude::*;
             let pieces: Vec<_> = pieces.collect();
-            pieces.into_par_iter().for_each(run_piece);
+            // Every thread has a piece: their GEMMs must not split again (see
+            // `on_this_thread`).
+            pieces
+                .into_par_iter()
+                .for_each(|p| readout_kernels::gemm::on_this_thread(|| run_piece(p)));
             return;
         }
         pieces.for_each(run_piece);
