@@ -39,6 +39,9 @@ use crate::segments::Layout;
 
 /// Elements per block: small enough that a block's activations stay in L2.
 const CHUNK: usize = 128;
+/// The fewest elements a block split off for another thread may have: below that,
+/// the GEMMs on its rows run too far under their speed.
+const MIN_SPLIT_ROWS: usize = 16;
 /// Blocks per group: the unit of parallel work between two sequential sums into the
 /// sets (its `∂E/∂A` buffer is `GROUP · CHUNK · H` values).
 const GROUP: usize = 16;
@@ -356,13 +359,6 @@ pub(crate) fn solve_sorted<T: Real, V: AsRef<[T]>>(
         let mut g0 = 0;
         while g0 < n {
             let g1 = (g0 + GROUP * CHUNK).min(n);
-            let blocks = Blocks {
-                net: &net,
-                xw: &xw[g0 * h..g1 * h],
-                yw: &yw,
-                set_of: &sorted.set_of[g0..g1],
-                inv_count: &inv_count,
-            };
             // A thread without a scratch yet pays for clearing one (page by page), once
             // per call: spread over the steps.
             let new_scratch = if scratch.len() < 2 {
@@ -371,14 +367,29 @@ pub(crate) fn solve_sorted<T: Real, V: AsRef<[T]>>(
             } else {
                 0
             };
+            let rows = g1 - g0;
             let threads = super::threads_for(
-                (g1 - g0) * net.flops_per_row(),
-                (g1 - g0).div_ceil(CHUNK),
+                rows * net.flops_per_row(),
+                rows.div_ceil(MIN_SPLIT_ROWS),
                 new_scratch,
             );
             while scratch.len() < threads {
                 scratch.push(Scratch::new(&net, CHUNK.min(n), ws));
             }
+            // Blocks of equal size, at most CHUNK, and at least one per thread: a group
+            // of 100 elements on 2 threads is 50 + 50, one join per step, rather than
+            // one block whose GEMMs each split (and whose row sweeps do not). A row's
+            // ∂E/∂A does not depend on the other rows of its block, so the split does
+            // not change the result.
+            let chunk = rows.div_ceil(rows.div_ceil(CHUNK).max(threads));
+            let blocks = Blocks {
+                chunk,
+                net: &net,
+                xw: &xw[g0 * h..g1 * h],
+                yw: &yw,
+                set_of: &sorted.set_of[g0..g1],
+                inv_count: &inv_count,
+            };
             blocks.run(&mut scratch[..threads], &mut group_da[..(g1 - g0) * h]);
             // Replaces: the backward of `layout.spread` (a scatter-add into the sets).
             // Sum ∂E/∂A into the sets, in element order (the same order whatever the
@@ -427,6 +438,8 @@ pub(crate) fn solve_sorted<T: Real, V: AsRef<[T]>>(
 
 /// A group of consecutive (sorted) elements, run block by block.
 struct Blocks<'a, 'p, T> {
+    /// Elements per block (at most [`CHUNK`]; the last block may have fewer).
+    chunk: usize,
     net: &'a Net<'p, T>,
     /// `x·W_xᵀ + b` of the group's elements, `[rows, H]`.
     xw: &'a [T],
@@ -438,20 +451,20 @@ struct Blocks<'a, 'p, T> {
 
 impl<T: Real> Blocks<'_, '_, T> {
     /// Writes `∂E/∂A` of the group's elements to `da`, `[rows, H]`, one block of
-    /// [`CHUNK`] elements at a time, split into one run of consecutive blocks per
+    /// `chunk` elements at a time, split into one run of consecutive blocks per
     /// scratch of `scratch` (one per thread; with the `rayon` feature they run in
     /// parallel). Each block writes only its own rows, so the split does not change
     /// the result.
     fn run(&self, scratch: &mut [Scratch<T>], da: &mut [T]) {
         let h = self.net.width;
-        let blocks = self.set_of.len().div_ceil(CHUNK);
+        let blocks = self.set_of.len().div_ceil(self.chunk);
         let per = blocks.div_ceil(scratch.len().max(1)).max(1);
         let pieces = da
-            .chunks_mut(per * CHUNK * h)
+            .chunks_mut(per * self.chunk * h)
             .zip(scratch.iter_mut())
             .enumerate();
         let run_piece = |(k, (out, s)): (usize, (&mut [T], &mut Scratch<T>))| {
-            for (j, out) in out.chunks_mut(CHUNK * h).enumerate() {
+            for (j, out) in out.chunks_mut(self.chunk * h).enumerate() {
                 self.one(s, k * per + j, out);
             }
         };
@@ -473,8 +486,8 @@ impl<T: Real> Blocks<'_, '_, T> {
     fn one(&self, scratch: &mut Scratch<T>, b: usize, out: &mut [T]) {
         let h = self.net.width;
         let (r0, r1) = (
-            b * CHUNK,
-            (b * CHUNK + out.len() / h.max(1)).min(self.set_of.len()),
+            b * self.chunk,
+            (b * self.chunk + out.len() / h.max(1)).min(self.set_of.len()),
         );
         block(
             self.net,
