@@ -132,7 +132,14 @@ fn main() -> Result<(), String> {
         let mut prepared = Prepared::new(&spec).map_err(|e| format!("{e}"))?;
         for mode in modes {
             let mut call = || prepared.run(mode).map_err(|e| format!("{e}"));
-            ab(spec.name(), mode.name(), &pools, rounds, batch_ms, &mut call)?;
+            ab(
+                spec.name(),
+                mode.name(),
+                &pools,
+                rounds,
+                batch_ms,
+                &mut call,
+            )?;
         }
     }
     Ok(())

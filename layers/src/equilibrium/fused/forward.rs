@@ -362,8 +362,7 @@ pub(crate) fn solve_sorted<T: Real, V: AsRef<[T]>>(
             // A thread without a scratch yet pays for clearing one (page by page), once
             // per call: spread over the steps.
             let new_scratch = if scratch.len() < 2 {
-                super::ZEROING_FLOPS_PER_VALUE * Scratch::len(&net, CHUNK.min(n))
-                    / grad_iter.max(1)
+                super::ZEROING_FLOPS_PER_VALUE * Scratch::len(&net, CHUNK.min(n)) / grad_iter.max(1)
             } else {
                 0
             };
@@ -479,7 +478,9 @@ impl<T: Real> Blocks<'_, '_, T> {
                 .for_each(|p| readout_kernels::gemm::on_this_thread(|| run_piece(p)));
             return;
         }
-        pieces.for_each(run_piece);
+        // One thread was judged enough for all of it: its GEMMs, a part of that work,
+        // stay on it too.
+        readout_kernels::gemm::on_this_thread(|| pieces.for_each(run_piece));
     }
 
     /// Block `b` of the group: `out` gets its `∂E/∂A`.

@@ -632,7 +632,9 @@ fn run_group<T: Real>(net: &Net<T>, buf: &mut Buffers<T>, g0: usize, g1: usize) 
             .for_each(|p| readout_kernels::gemm::on_this_thread(|| run_piece(p)));
         return;
     }
-    pieces.for_each(run_piece);
+    // One thread was judged enough for all of it: its GEMMs, a part of that work, stay
+    // on it too.
+    readout_kernels::gemm::on_this_thread(|| pieces.for_each(run_piece));
 }
 
 /// Adds a group's results to the gradients, on the calling thread, in element and

@@ -18,19 +18,25 @@ pub(crate) mod hvp;
 /// that, a second thread costs more than it saves (this is what made 2 threads slower
 /// than 1 on the smallest workloads).
 ///
-/// Measured with `cargo run --release -p readout-benches --example ab_threads`
-/// (1 and 2 threads interleaved, medians), on the reference workloads and the
-/// criterion shapes: see `benches/README.md`.
+/// Not raised: eq_small's inference has 6.4 MFLOP a step (3.2 per thread) and gains
+/// about a quarter from the second thread on a quiet machine (3.29 → 2.48 ms). What
+/// made small calls lose was not this bar but what came with the split: blocks of
+/// unequal size, GEMMs splitting again inside a thread's blocks, and the second
+/// thread's fresh scratch ([`ZEROING_FLOPS_PER_VALUE`]). Compare with
+/// `cargo run --release -p readout-benches --example ab_threads -- NAME` (1 and 2
+/// threads interleaved, medians); see `benches/README.md`.
 #[cfg_attr(not(feature = "rayon"), allow(dead_code))]
 pub(crate) const MIN_FLOPS_PER_THREAD: usize = 2_000_000;
 
 /// What clearing one freshly allocated scratch value costs, in floating-point
-/// operations of the block loops: a new page is faulted in and cleared by the kernel,
-/// then zeroed again by `vec![0; n]` — about 1 µs per 4 KiB page in this VM (perf:
-/// `exc_page_fault`, `clear_page_erms`, `memset` took a quarter of eq_median's
-/// training call), i.e. ~0.3 ns per `f32`, ~12 operations at 40 GFLOP/s; counted
-/// with margin. A second thread needs its own scratch, so on small calls this, not
-/// the wake-up, decides whether it pays.
+/// operations of the block loops. A new page is faulted in and cleared by the kernel,
+/// then zeroed again by `vec![0; n]`. Measured on eq_median's training call (one
+/// thread, `perf stat -e page-faults`): about 1 040 page faults per call, and the call
+/// 1.6 ms faster (4.4 → 2.75 ms) when glibc is told to keep its memory
+/// (`MALLOC_MMAP_THRESHOLD_`, `MALLOC_TRIM_THRESHOLD_`): ~1.5 µs per 4 KiB page,
+/// ~0.37 ns per `f32`, which the GEMMs of these loops (90 GFLOP/s on 100×256×256)
+/// would spend on ~33 operations. A second thread needs a scratch of its own, so on
+/// small calls this, not the wake-up, decides whether the thread pays.
 pub(crate) const ZEROING_FLOPS_PER_VALUE: usize = 32;
 
 /// How many threads to split `work` floating-point operations over, in at most
