@@ -35,9 +35,14 @@ pub(crate) const MIN_FLOPS_PER_THREAD: usize = 2_000_000;
 /// 1.6 ms faster (4.4 → 2.75 ms) when glibc is told to keep its memory
 /// (`MALLOC_MMAP_THRESHOLD_`, `MALLOC_TRIM_THRESHOLD_`): ~1.5 µs per 4 KiB page,
 /// ~0.37 ns per `f32`, which the GEMMs of these loops (90 GFLOP/s on 100×256×256)
-/// would spend on ~33 operations. A second thread needs a scratch of its own, so on
-/// small calls this, not the wake-up, decides whether the thread pays.
-pub(crate) const ZEROING_FLOPS_PER_VALUE: usize = 32;
+/// would spend on ~33 operations. Counted twice that: the scratch is zeroed again
+/// on every call even when its pages are reused (inference keeps its workspace), and
+/// the second thread starts with cold caches. With 32, eq_median's inference split its
+/// 100 elements and ran 1.22× slower on 2 threads than on 1 (`ab_threads`, four runs,
+/// a loaded machine); with 64 it stays on one thread (1.00–1.01×). A second thread
+/// needs a scratch of its own, so on small calls this, not the wake-up, decides
+/// whether the thread pays.
+pub(crate) const ZEROING_FLOPS_PER_VALUE: usize = 64;
 
 /// How many threads to split `work` floating-point operations over, in at most
 /// `pieces` pieces, when each thread beyond the first first costs `setup` operations
