@@ -354,6 +354,35 @@ mod threads {
             prop_assert!(bits64(on_threads(1, run64)) == bits64(on_threads(2, run64)));
             prop_assert!(bits32(on_threads(1, run32)) == bits32(on_threads(2, run32)));
         }
+
+        /// One group smaller than a block, with enough steps to pay for a second
+        /// scratch: on 2 threads the inference engine cuts it into two blocks (one
+        /// block on 1 thread). Same bits, in f32 and f64.
+        #[test]
+        fn small_group_results_do_not_depend_on_thread_count(
+            n in 110usize..128,
+            sets in 1usize..4,
+            seed in any::<u64>(),
+        ) {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            let (cin, cout) = (3, 5);
+            let layer = random_layer(cin, cout, &[128, 128], 8, &mut rng);
+            let x = random(&mut rng, &[n, cin]);
+            let r = random(&mut rng, &[sets, cout]);
+            let index: Vec<i64> = (0..n).map(|_| rng.random_range(0..sets as i64)).collect();
+            let seg = Segments::Index(&index);
+            let run64 = || run_on(&layer, &x, seg, Some(sets), &r, InnerGrad::Adjoint);
+            let (x32, r32): (Tensor<f32>, Tensor<f32>) = (x.cast(), r.cast());
+            let run32 = || run_on(&layer, &x32, seg, Some(sets), &r32, InnerGrad::Adjoint);
+            let bits64 = |v: Vec<Vec<f64>>| -> Vec<Vec<u64>> {
+                v.iter().map(|t| t.iter().map(|x| x.to_bits()).collect()).collect()
+            };
+            let bits32 = |v: Vec<Vec<f32>>| -> Vec<Vec<u32>> {
+                v.iter().map(|t| t.iter().map(|x| x.to_bits()).collect()).collect()
+            };
+            prop_assert!(bits64(on_threads(1, run64)) == bits64(on_threads(2, run64)));
+            prop_assert!(bits32(on_threads(1, run32)) == bits32(on_threads(2, run32)));
+        }
     }
 }
 

@@ -39,6 +39,9 @@ use crate::segments::Layout;
 
 /// Elements per block: small enough that a block's activations stay in L2.
 const CHUNK: usize = 128;
+/// The fewest elements a block split off for another thread may have: below that,
+/// the GEMMs on its rows run too far under their speed.
+const MIN_SPLIT_ROWS: usize = 16;
 /// Blocks per group: the unit of parallel work between two sequential sums into the
 /// sets (its `∂E/∂A` buffer is `GROUP · CHUNK · H` values).
 const GROUP: usize = 16;
@@ -160,6 +163,13 @@ struct Scratch<T> {
 }
 
 impl<T: Real> Scratch<T> {
+    /// How many values [`Scratch::new`] takes (the cost of one more thread).
+    fn len(net: &Net<T>, rows: usize) -> usize {
+        let hmax = net.hidden.iter().copied().max().unwrap_or(1);
+        let per_layer: usize = net.hidden.iter().map(|&h| 2 * rows * h + rows).sum();
+        2 * rows * net.width + per_layer + rows + 4 * rows * hmax
+    }
+
     /// Buffers for blocks of up to `rows ≤ CHUNK` elements (fewer than `CHUNK` when
     /// the input is smaller: no point clearing pages that will not be used).
     fn new(net: &Net<T>, rows: usize, ws: &mut Workspace<T>) -> Self {
@@ -349,18 +359,36 @@ pub(crate) fn solve_sorted<T: Real, V: AsRef<[T]>>(
         let mut g0 = 0;
         while g0 < n {
             let g1 = (g0 + GROUP * CHUNK).min(n);
+            // A thread without a scratch yet pays for clearing one (page by page), once
+            // per call: spread over the steps.
+            let new_scratch = if scratch.len() < 2 {
+                super::ZEROING_FLOPS_PER_VALUE * Scratch::len(&net, CHUNK.min(n)) / grad_iter.max(1)
+            } else {
+                0
+            };
+            let rows = g1 - g0;
+            let threads = super::threads_for(
+                rows * net.flops_per_row(),
+                rows.div_ceil(MIN_SPLIT_ROWS),
+                new_scratch,
+            );
+            while scratch.len() < threads {
+                scratch.push(Scratch::new(&net, CHUNK.min(n), ws));
+            }
+            // Blocks of equal size, at most CHUNK, and at least one per thread: a group
+            // of 100 elements on 2 threads is 50 + 50, one join per step, rather than
+            // one block whose GEMMs each split (and whose row sweeps do not). A row's
+            // ∂E/∂A does not depend on the other rows of its block, so the split does
+            // not change the result.
+            let chunk = rows.div_ceil(rows.div_ceil(CHUNK).max(threads));
             let blocks = Blocks {
+                chunk,
                 net: &net,
                 xw: &xw[g0 * h..g1 * h],
                 yw: &yw,
                 set_of: &sorted.set_of[g0..g1],
                 inv_count: &inv_count,
             };
-            let threads =
-                super::threads_for((g1 - g0) * net.flops_per_row(), (g1 - g0).div_ceil(CHUNK));
-            while scratch.len() < threads {
-                scratch.push(Scratch::new(&net, CHUNK.min(n), ws));
-            }
             blocks.run(&mut scratch[..threads], &mut group_da[..(g1 - g0) * h]);
             // Replaces: the backward of `layout.spread` (a scatter-add into the sets).
             // Sum ∂E/∂A into the sets, in element order (the same order whatever the
@@ -409,6 +437,8 @@ pub(crate) fn solve_sorted<T: Real, V: AsRef<[T]>>(
 
 /// A group of consecutive (sorted) elements, run block by block.
 struct Blocks<'a, 'p, T> {
+    /// Elements per block (at most [`CHUNK`]; the last block may have fewer).
+    chunk: usize,
     net: &'a Net<'p, T>,
     /// `x·W_xᵀ + b` of the group's elements, `[rows, H]`.
     xw: &'a [T],
@@ -420,20 +450,20 @@ struct Blocks<'a, 'p, T> {
 
 impl<T: Real> Blocks<'_, '_, T> {
     /// Writes `∂E/∂A` of the group's elements to `da`, `[rows, H]`, one block of
-    /// [`CHUNK`] elements at a time, split into one run of consecutive blocks per
+    /// `chunk` elements at a time, split into one run of consecutive blocks per
     /// scratch of `scratch` (one per thread; with the `rayon` feature they run in
     /// parallel). Each block writes only its own rows, so the split does not change
     /// the result.
     fn run(&self, scratch: &mut [Scratch<T>], da: &mut [T]) {
         let h = self.net.width;
-        let blocks = self.set_of.len().div_ceil(CHUNK);
+        let blocks = self.set_of.len().div_ceil(self.chunk);
         let per = blocks.div_ceil(scratch.len().max(1)).max(1);
         let pieces = da
-            .chunks_mut(per * CHUNK * h)
+            .chunks_mut(per * self.chunk * h)
             .zip(scratch.iter_mut())
             .enumerate();
         let run_piece = |(k, (out, s)): (usize, (&mut [T], &mut Scratch<T>))| {
-            for (j, out) in out.chunks_mut(CHUNK * h).enumerate() {
+            for (j, out) in out.chunks_mut(self.chunk * h).enumerate() {
                 self.one(s, k * per + j, out);
             }
         };
@@ -441,18 +471,24 @@ impl<T: Real> Blocks<'_, '_, T> {
         if blocks > per {
             use rayon::prelude::*;
             let pieces: Vec<_> = pieces.collect();
-            pieces.into_par_iter().for_each(run_piece);
+            // Every thread has a piece: their GEMMs must not split again (see
+            // `on_this_thread`).
+            pieces
+                .into_par_iter()
+                .for_each(|p| readout_kernels::gemm::on_this_thread(|| run_piece(p)));
             return;
         }
-        pieces.for_each(run_piece);
+        // One thread was judged enough for all of it: its GEMMs, a part of that work,
+        // stay on it too.
+        readout_kernels::gemm::on_this_thread(|| pieces.for_each(run_piece));
     }
 
     /// Block `b` of the group: `out` gets its `∂E/∂A`.
     fn one(&self, scratch: &mut Scratch<T>, b: usize, out: &mut [T]) {
         let h = self.net.width;
         let (r0, r1) = (
-            b * CHUNK,
-            (b * CHUNK + out.len() / h.max(1)).min(self.set_of.len()),
+            b * self.chunk,
+            (b * self.chunk + out.len() / h.max(1)).min(self.set_of.len()),
         );
         block(
             self.net,

@@ -259,6 +259,13 @@ struct Scratch<T> {
 }
 
 impl<T: Real> Scratch<T> {
+    /// How many values [`Scratch::new`] allocates (the cost of one more thread).
+    fn len(width: usize, hidden: &[usize], rows: usize) -> usize {
+        let hmax = hidden.iter().copied().max().unwrap_or(0);
+        let per_block: usize = hidden.iter().map(|&h| 7 * rows * h + 2 * rows).sum();
+        2 * rows * width + per_block + 5 * rows * hmax + 2 * hmax
+    }
+
     fn new(width: usize, hidden: &[usize], rows: usize) -> Self {
         let hmax = hidden.iter().copied().max().unwrap_or(0);
         let per = |f: usize| hidden.iter().map(|&h| vec![T::ZERO; f * h]).collect();
@@ -566,7 +573,19 @@ fn run_group<T: Real>(net: &Net<T>, buf: &mut Buffers<T>, g0: usize, g1: usize) 
     let h = net.width;
     let rows = g1 - g0;
     let blocks = rows.div_ceil(BLOCK_ROWS);
-    let threads = super::threads_for(rows * net.flops_per_row(), blocks);
+    // Blocks of equal size (at most BLOCK_ROWS), so that a group of 100 rows is 50 + 50
+    // rather than 64 + 36 and its two threads finish together. The sizes depend on
+    // `rows` only: the partial gradients, summed per block, do not change with the
+    // number of threads.
+    let block_rows = rows.div_ceil(blocks.max(1)).max(1);
+    // A thread's first block also pays for its scratch (zeroed, page by page) if it
+    // has none yet.
+    let new_scratch = if buf.scratch.len() < 2 {
+        super::ZEROING_FLOPS_PER_VALUE * Scratch::<T>::len(h, &net.hidden, buf.scratch_rows)
+    } else {
+        0
+    };
+    let threads = super::threads_for(rows * net.flops_per_row(), blocks, new_scratch);
     while buf.scratch.len() < threads {
         buf.scratch
             .push(Scratch::new(h, &net.hidden, buf.scratch_rows));
@@ -574,13 +593,13 @@ fn run_group<T: Real>(net: &Net<T>, buf: &mut Buffers<T>, g0: usize, g1: usize) 
     let per = blocks.div_ceil(threads);
     let (yw, vw) = (&buf.yw[..], &buf.vw[..]);
     let pieces = buf.abar[..rows * h]
-        .chunks_mut(per * BLOCK_ROWS * h)
-        .zip(buf.delta[..rows * h].chunks_mut(per * BLOCK_ROWS * h))
+        .chunks_mut(per * block_rows * h)
+        .zip(buf.delta[..rows * h].chunks_mut(per * block_rows * h))
         .zip(buf.partials[..blocks].chunks_mut(per))
         .zip(buf.scratch.iter_mut())
         .enumerate()
         .map(|(k, (((abar, delta), partials), scratch))| Piece {
-            first_row: g0 + k * per * BLOCK_ROWS,
+            first_row: g0 + k * per * block_rows,
             abar,
             delta,
             partials,
@@ -589,8 +608,8 @@ fn run_group<T: Real>(net: &Net<T>, buf: &mut Buffers<T>, g0: usize, g1: usize) 
     let run_piece = |piece: Piece<T>| {
         let blocks = piece
             .abar
-            .chunks_mut(BLOCK_ROWS * h)
-            .zip(piece.delta.chunks_mut(BLOCK_ROWS * h))
+            .chunks_mut(block_rows * h)
+            .zip(piece.delta.chunks_mut(block_rows * h))
             .zip(piece.partials.iter_mut());
         for (j, ((abar, delta), hidden)) in blocks.enumerate() {
             let out = BlockOut {
@@ -598,7 +617,7 @@ fn run_group<T: Real>(net: &Net<T>, buf: &mut Buffers<T>, g0: usize, g1: usize) 
                 delta,
                 hidden,
             };
-            let r0 = piece.first_row + j * BLOCK_ROWS;
+            let r0 = piece.first_row + j * block_rows;
             net.block(piece.scratch, yw, vw, r0, out);
         }
     };
@@ -606,10 +625,16 @@ fn run_group<T: Real>(net: &Net<T>, buf: &mut Buffers<T>, g0: usize, g1: usize) 
     if threads > 1 {
         use rayon::prelude::*;
         let pieces: Vec<_> = pieces.collect();
-        pieces.into_par_iter().for_each(run_piece);
+        // Every thread has a piece: their GEMMs must not split again (see
+        // `on_this_thread`).
+        pieces
+            .into_par_iter()
+            .for_each(|p| readout_kernels::gemm::on_this_thread(|| run_piece(p)));
         return;
     }
-    pieces.for_each(run_piece);
+    // One thread was judged enough for all of it: its GEMMs, a part of that work, stay
+    // on it too.
+    readout_kernels::gemm::on_this_thread(|| pieces.for_each(run_piece));
 }
 
 /// Adds a group's results to the gradients, on the calling thread, in element and
