@@ -247,7 +247,7 @@ impl Prepared {
             ) => {
                 crate::alloc::count_reused(layer.workspace_bytes());
                 let y = layer.forward(x, Segments::Index(index), Some(*sets))?;
-                Ok(y.data().iter().map(|&v| f64::from(v)).sum())
+                Ok(checksum(y.data()))
             }
             (
                 Prepared::Eq {
@@ -287,8 +287,7 @@ impl Prepared {
                 Mode::Infer,
             ) => {
                 let (out, s) = layer.forward(x, mp_args(batch, r_out))?;
-                Ok(out.data().iter().map(|&v| f64::from(v)).sum::<f64>()
-                    + s.data().iter().map(|&v| f64::from(v)).sum::<f64>())
+                Ok(checksum(out.data()) + checksum(s.data()))
             }
             (
                 Prepared::Mp {
@@ -335,6 +334,24 @@ impl Prepared {
             })
             .collect()
     }
+}
+
+/// The sum of `v`, as the value an `infer` call returns so that its result is read
+/// and cannot be optimised away. Summed in eight independent lanes: a single running
+/// `f64` sum is one dependent add per value (four cycles each), which on
+/// `mp_skewed`'s padded `S` (8.2 M values) took longer than the layer's own call; the
+/// lanes let the compiler vectorise it, so the read costs about what streaming the
+/// values costs. (PyG's script does not read its outputs at all.)
+fn checksum(v: &[f32]) -> f64 {
+    let mut lanes = [0.0f64; 8];
+    let mut chunks = v.chunks_exact(8);
+    for c in &mut chunks {
+        for (l, &x) in lanes.iter_mut().zip(c) {
+            *l += f64::from(x);
+        }
+    }
+    let tail: f64 = chunks.remainder().iter().map(|&x| f64::from(x)).sum();
+    lanes.iter().sum::<f64>() + tail
 }
 
 /// `batch`, and `batch_size` = the workload's graph count (the rows of the loss

@@ -1,8 +1,11 @@
 //! Row-wise kernels over a row-major `[rows, cols]` matrix: softmax, layer norm,
-//! row dot products and squared euclidean distances.
+//! MemPooling's head mix, row dot products and squared euclidean distances.
 
+mod head_mix;
 mod layer_norm;
 mod softmax;
+
+pub use head_mix::{head_mix_softmax_rows, head_mix_softmax_rows_with};
 
 pub use layer_norm::{
     layer_norm_backward_rows, layer_norm_backward_rows_with, layer_norm_rows, layer_norm_rows_with,

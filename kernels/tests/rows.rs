@@ -174,3 +174,98 @@ fn dispatched_layer_norm() {
     layer_norm_rows_with(best, &x, 19, 1e-5, None, &mut b, (&mut mb, &mut rb));
     assert_eq!((a, ma, ra), (b, mb, rb));
 }
+
+/// The head mix on every path against the scalar reference, within the bounds its
+/// module documents: `n` to `(K + 1)·ε` relative, `s` to `(6 + 2·K)·ε + 2·max|Δz|`
+/// relative with `|Δz| ≤ (K + 2 + H)·ε·Σ_h |w_h·n_hj|`.
+fn check_head_mix(q: &[f32], w: &[f32], k: usize) {
+    use readout_kernels::rows::head_mix_softmax_rows_with;
+    let h = w.len();
+    let rows = q.len() / (h * k);
+    let mut want_n = q.to_vec();
+    let mut want_s = vec![0.0f32; rows * k];
+    head_mix_softmax_rows_with(Path::Scalar, &mut want_n, w, k, &mut want_s);
+    let eps = f32::EPSILON;
+    for path in paths() {
+        let mut n = q.to_vec();
+        let mut buf = vec![9.0f32; rows * k + 2];
+        head_mix_softmax_rows_with(path, &mut n, w, k, &mut buf[1..=rows * k]);
+        assert_eq!(
+            (buf[0], buf[rows * k + 1]),
+            (9.0, 9.0),
+            "{path:?} wrote outside s"
+        );
+        let s = &buf[1..=rows * k];
+        let nb = (k as f32 + 1.0) * eps;
+        for (i, (&g, &r)) in n.iter().zip(&want_n).enumerate() {
+            let ok = (g.is_nan() && r.is_nan()) || (g - r).abs() <= nb * r.abs() + 1e-38;
+            assert!(ok, "{path:?} n at {i}: {g} vs reference {r}");
+        }
+        for r in 0..rows {
+            // Σ_h |w_h·n_hj|, largest over the row's clusters.
+            let mag = (0..k)
+                .map(|j| {
+                    (0..h)
+                        .map(|hh| (w[hh] * want_n[r * h * k + hh * k + j]).abs())
+                        .sum::<f32>()
+                })
+                .fold(0.0f32, f32::max);
+            let dz = (k + 2 + h) as f32 * eps * mag;
+            let sb = (6.0 + 2.0 * k as f32) * eps + 2.0 * dz;
+            for j in 0..k {
+                let (g, w0) = (s[r * k + j], want_s[r * k + j]);
+                let ok = (g.is_nan() && w0.is_nan()) || (g - w0).abs() <= sb * w0.abs() + 1e-38;
+                assert!(
+                    ok,
+                    "{path:?} s at row {r} cluster {j}: {g} vs reference {w0}"
+                );
+            }
+        }
+    }
+}
+
+proptest! {
+    #[test]
+    fn head_mix_matches_reference(
+        rows in 0usize..6,
+        h in 1usize..6,
+        k in prop_oneof![prop::sample::select(&[1usize, 7, 8, 9, 10, 16, 17, 32][..]), 1usize..40],
+        scale in prop::sample::select(&[0.1f32, 1.0, 30.0][..]),
+        seed in any::<u32>(),
+    ) {
+        let noise = |i: usize, salt: u32| {
+            ((i as u32).wrapping_mul(2_654_435_761) ^ seed ^ salt) as f32 / u32::MAX as f32
+        };
+        // Kernel values are in (0, 1]; the weights of either sign.
+        let q: Vec<f32> = (0..rows * h * k).map(|i| 1e-3 + noise(i, 0)).collect();
+        let w: Vec<f32> = (0..h).map(|i| (noise(i, 0x9e37) - 0.5) * scale).collect();
+        check_head_mix(&q, &w, k);
+    }
+}
+
+#[test]
+fn head_mix_edge_rows() {
+    // A head whose values are all 0 (0/0: NaN in both), one heavy weight, one cluster.
+    check_head_mix(&[0.0, 0.0, 0.0, 1.0, 2.0, 3.0], &[1.0, -2.0], 3);
+    check_head_mix(
+        &[0.25, 0.5, 1.0, 0.125, 0.75, 1.0, 0.5, 0.5, 0.5],
+        &[40.0],
+        9,
+    );
+    check_head_mix(&[0.3, 0.7, 0.9], &[0.5, 1.5, -1.0], 1);
+    check_head_mix(&[], &[1.0], 4);
+}
+
+#[test]
+fn dispatched_head_mix() {
+    use readout_kernels::rows::{head_mix_softmax_rows, head_mix_softmax_rows_with};
+    let q: Vec<f32> = (0..3 * 2 * 10)
+        .map(|i| 0.1 + (i as f32 * 0.37).sin().abs())
+        .collect();
+    let w = [0.7f32, -0.4];
+    let (mut qa, mut qb) = (q.clone(), q.clone());
+    let (mut a, mut b) = (vec![0.0; 30], vec![0.0; 30]);
+    head_mix_softmax_rows(&mut qa, &w, 10, &mut a);
+    head_mix_softmax_rows_with(readout_kernels::dispatch::best(), &mut qb, &w, 10, &mut b);
+    assert_eq!((qa, a), (qb, b));
+}

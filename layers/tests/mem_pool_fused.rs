@@ -221,6 +221,40 @@ fn recording_through_the_fused_node_is_a_typed_error() {
     }
 }
 
+/// The padded `S` of the fused path is a fused node too: differentiating through it
+/// with `create_graph = true` is the same typed error; the op-by-op path records it.
+#[test]
+fn recording_through_the_padded_s_is_a_typed_error() {
+    let l = layer(3, 2, 2, 3, 1.0, 43);
+    let batch = [0i64, 0, 1, 1, 1];
+    let x = Tensor::from_vec(&[5, 3], uniform(15, 44)).unwrap();
+    for path in [PoolPath::Ragged, PoolPath::RaggedTape] {
+        let mut tape = Tape::<f64>::new();
+        let bound = l.parameters().bind(&mut tape, true);
+        let xv = tape.variable(x.clone());
+        let args = PoolArgs::new().batch(&batch).batch_size(3).path(path);
+        let mut p = l.forward_on(&mut tape, &bound, xv, args).unwrap();
+        let s = p.s(&mut tape).unwrap();
+        assert_eq!(tape.value(s).unwrap().shape(), &[3, 3, 3]);
+        let loss = weighted(&mut tape, s, 5);
+        // The node's own rule (eager) gives the gradient ...
+        assert!(tape.grad(loss, None, &[xv], false).is_ok());
+        // ... and refuses to be recorded.
+        let r = tape.grad(loss, None, &[xv], true);
+        match path {
+            PoolPath::Ragged => {
+                let e = r.unwrap_err();
+                assert!(
+                    matches!(e, CoreError::NotRecordable { op }
+                        if op.contains("padding") && op.contains("RaggedTape")),
+                    "{e:?}"
+                );
+            }
+            _ => assert!(r.is_ok(), "{r:?}"),
+        }
+    }
+}
+
 #[cfg(feature = "rayon")]
 mod threads {
     use super::*;

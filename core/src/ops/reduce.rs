@@ -82,7 +82,9 @@ impl<T: Real> Tape<T> {
     /// Broadcasts `x` to `shape`: one value (`Scalar`), one value per row (`Col`), or
     /// one value per column (`Row`). The caller guarantees `x` has the right count.
     pub(crate) fn expand(&mut self, x: Var, bcast: Broadcast, shape: Shape) -> Var {
-        let mut out = self.buffer(shape.numel());
+        // `layout::expand` writes every value: no zeroing pass first (on `sum`'s
+        // backward over a large tensor that pass cost as much as the expand).
+        let mut out = self.buffer_overwritten(shape.numel());
         layout::expand(
             self.val(x).data(),
             bcast,

@@ -166,9 +166,10 @@ impl Pooled {
     }
 
     /// `S [B, N_max, K]`, PyG's padded assignment matrix (zero rows for padding and
-    /// masked nodes). On the ragged path the first call scatters the real rows into
-    /// place (a recorded op, so `S` stays differentiable); later calls return the
-    /// same handle.
+    /// masked nodes). On the ragged paths the first call places the real rows (on
+    /// [`PoolPath::Ragged`] as one fused node written in one pass, first-order
+    /// gradients only; on [`PoolPath::RaggedTape`] as recorded `scatter_add` and
+    /// `reshape`); later calls return the same handle.
     ///
     /// # Errors
     /// [`LayerError::Core`] if the tape no longer holds this result's nodes.
@@ -180,8 +181,12 @@ impl Pooled {
             LayerError::invalid_argument("Pooled", "no S", "holds neither S form")
         })?;
         let p = &self.plan;
-        let flat = tape.scatter_add(rows, &p.positions, p.padded_rows())?;
-        let s = tape.reshape(flat, &[p.batch_size, p.max_nodes, self.num_clusters])?;
+        let s = if self.fused {
+            super::fused::pad::record(tape, rows, p, self.num_clusters)?
+        } else {
+            let flat = tape.scatter_add(rows, &p.positions, p.padded_rows())?;
+            tape.reshape(flat, &[p.batch_size, p.max_nodes, self.num_clusters])?
+        };
         self.s = Some(s);
         Ok(s)
     }

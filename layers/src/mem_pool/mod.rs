@@ -200,11 +200,9 @@ impl MemPooling {
         }
         let (plan, fused) = self.infer(x, &self.weights()?, args)?;
         let k = self.num_clusters;
-        // The real rows scattered straight into PyG's padded S.
-        let mut s = vec![0.0f32; plan.padded_rows() * k];
-        for (row, &at) in fused.s_rows.chunks_exact(k).zip(&plan.positions) {
-            s[at * k..(at + 1) * k].copy_from_slice(row);
-        }
+        // The real rows written straight into PyG's padded S, zeros around them, in
+        // one pass.
+        let s = fused::pad::pad_rows(&fused.s_rows, k, &plan.positions, plan.padded_rows());
         Ok((
             self.out_tensor(&plan, fused.out)?,
             Tensor::from_vec(&[plan.batch_size, plan.max_nodes, k], s)?,

@@ -7,9 +7,10 @@
 //!
 //! 1. `D = max(‖x‖² + ‖k‖² − 2·x·kᵀ, 0)` against all `H·K` keys at once (one GEMM);
 //! 2. the Student-t kernel of `D`;
-//! 3. per row and head, the normalisation over the `K` clusters, and the head mix
-//!    `z_j = Σ_h w_h · q_hj / Σ_k q_hk`;
-//! 4. softmax over the clusters, written straight into the `S` rows.
+//! 3. per row and head, the normalisation over the `K` clusters, the head mix
+//!    `z_j = Σ_h w_h · q_hj / Σ_k q_hk`, and softmax over the clusters written
+//!    straight into the `S` rows (one kernel, one pass per row:
+//!    [`readout_kernels::rows::head_mix_softmax_rows`]).
 //!
 //! Then `Sᵀ·X` per graph (one GEMM per non-empty graph) and the final linear (one GEMM
 //! over all `B·K` pooled rows). The operations and their order are the tape path's
@@ -23,8 +24,7 @@ use alloc::vec::Vec;
 use readout_core::Real;
 use readout_kernels::elementwise::{Unary, unary};
 use readout_kernels::gemm::{GemmShape, gemm};
-use readout_kernels::reduce::sum_rows;
-use readout_kernels::rows::softmax_rows;
+use readout_kernels::rows::head_mix_softmax_rows;
 use readout_kernels::segment::gather_rows;
 
 use super::super::validate::Plan;
@@ -112,10 +112,6 @@ pub(super) struct Scratch<T> {
     pub(super) q: Vec<T>,
     /// `‖x‖²` of the block's rows.
     xnorm: Vec<T>,
-    /// Per (row, head) sums of the kernel over the clusters, `[BLOCK·H]`.
-    qsum: Vec<T>,
-    /// Head-mixed logits, `[BLOCK, K]`.
-    z: Vec<T>,
 }
 
 impl<T: Real> Scratch<T> {
@@ -126,8 +122,6 @@ impl<T: Real> Scratch<T> {
             d: vec![T::ZERO; BLOCK * hk],
             q: vec![T::ZERO; BLOCK * hk],
             xnorm: vec![T::ZERO; BLOCK],
-            qsum: vec![T::ZERO; BLOCK * w.h],
-            z: vec![T::ZERO; BLOCK * w.k],
         }
     }
 }
@@ -219,28 +213,12 @@ pub(super) fn assign_block<T: Real>(
     let q = &mut sc.q[..m * hk];
     // Replaces: student_t.
     unary(Unary::StudentT(w.tau), d, q);
-    // Σ_k q over the clusters of each (row, head): `q` seen as [m·H, K].
-    // Replaces: reshape, sum_rows, reshape, div.
-    let qsum = &mut sc.qsum[..m * h];
-    sum_rows(q, k, qsum);
-    for (qh, &sum) in q.chunks_exact_mut(k).zip(qsum.iter()) {
-        for v in qh {
-            *v /= sum;
-        }
-    }
-    // The 1×1 conv over heads of the normalised kernel: z_j = Σ_h w_h · q_hj.
-    // Replaces: reshape, matmul(qn, w ⊗ I_K) (`head_mix_matrix`).
-    let z = &mut sc.z[..m * k];
-    for (zr, qr) in z.chunks_exact_mut(k).zip(q.chunks_exact(hk)) {
-        zr.fill(T::ZERO);
-        for (qh, &wh) in qr.chunks_exact(k).zip(w.conv) {
-            for (zj, &v) in zr.iter_mut().zip(qh) {
-                *zj += wh * v;
-            }
-        }
-    }
-    // Replaces: softmax.
-    softmax_rows(z, k, sb);
+    // Per row: Σ_k q over the clusters of each head, q / Σ (kept in `q` for the
+    // backward), the 1×1 conv over heads z_j = Σ_h w_h · n_hj, and softmax over the
+    // clusters into the `S` rows, in one pass per row.
+    // Replaces: reshape, sum_rows, reshape, div, reshape, matmul(qn, w ⊗ I_K)
+    // (`head_mix_matrix`), softmax.
+    head_mix_softmax_rows(q, w.conv, k, sb);
 }
 
 /// `Sᵀ·X` per graph: `[B·K, F]`, zero blocks for empty graphs.

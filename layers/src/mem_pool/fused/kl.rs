@@ -33,6 +33,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use readout_core::{CoreError, CustomBackward, Real, Tape, Tensor, Var};
+use readout_kernels::elementwise::{Unary, unary};
 use readout_kernels::reduce::sum_all;
 
 use super::super::KL_EPS;
@@ -45,11 +46,13 @@ fn clamp<T: Real>(v: T, eps: T) -> T {
     if v < eps { eps } else { v }
 }
 
-/// What the rule keeps: `S` and the graphs' boundaries.
+/// What the rule keeps: `S`, the graphs' boundaries, and `ln P̃ − ln S̃` of every
+/// entry (computed by the forward pass, so the backward pass needs no logarithm).
 struct KlLoss<T> {
     k: usize,
     s: Vec<T>,
     ptr: Vec<usize>,
+    log_ratio: Vec<T>,
 }
 
 /// `kl_loss` of `s_rows [N, K]` (graphs by CSR `ptr`, `B + 1` entries, `B ≥ 1`) as
@@ -65,10 +68,11 @@ pub(crate) fn record<T: Real>(
 ) -> Result<Var, CoreError> {
     let t = tape.value(s_rows)?;
     let k = t.shape().last().copied().unwrap_or(1).max(1);
-    let rule = KlLoss {
+    let mut rule = KlLoss {
         k,
         s: t.data().to_vec(),
         ptr: ptr.to_vec(),
+        log_ratio: Vec::new(),
     };
     let value = Tensor::scalar(rule.loss());
     if !(tape.is_recording() && tape.requires_grad(s_rows)?) {
@@ -111,29 +115,46 @@ impl<T: Real> KlLoss<T> {
         }
     }
 
-    fn loss(&self) -> T {
+    /// The loss; fills `log_ratio`.
+    fn loss(&mut self) -> T {
         let k = self.k;
         let b = self.ptr.len() - 1;
         let eps = T::from_f64(KL_EPS);
         let (mut c, mut r) = (vec![T::ZERO; k], vec![T::ZERO; k]);
         let mut replaced = vec![false; k];
-        // The terms in S's layout, summed as the tape's `sum` sums them (a cancelling
-        // sum: the same order keeps the two within rounding of each term).
-        let mut terms = vec![T::ZERO; self.s.len()];
+        // P̃ and S̃ of every entry, then their logarithms in two vector passes.
+        // Replaces: the tape's clamp_min (twice) and ln (twice), through the same `ln`
+        // kernel as the tape's `ln` op.
+        let mut pt = vec![T::ZERO; self.s.len()];
         for g in 0..b {
             self.columns(g, &mut c, &mut replaced);
             let (lo, hi) = (self.ptr[g] * k, self.ptr[g + 1] * k);
-            for (srow, trow) in self.s[lo..hi]
+            for (srow, prow) in self.s[lo..hi]
                 .chunks_exact(k)
-                .zip(terms[lo..hi].chunks_exact_mut(k))
+                .zip(pt[lo..hi].chunks_exact_mut(k))
             {
                 let (den, _) = Self::row(srow, &c, &mut r);
-                for ((t, &rv), &sv) in trow.iter_mut().zip(&r).zip(srow) {
-                    let p = clamp(rv / den, eps);
-                    *t = p * (p.ln() - clamp(sv, eps).ln());
+                for (p, &rv) in prow.iter_mut().zip(&r) {
+                    *p = clamp(rv / den, eps);
                 }
             }
         }
+        let st: Vec<T> = self.s.iter().map(|&v| clamp(v, eps)).collect();
+        let mut ln_p = vec![T::ZERO; pt.len()];
+        unary(Unary::Ln, &pt, &mut ln_p);
+        let mut ln_s = vec![T::ZERO; st.len()];
+        unary(Unary::Ln, &st, &mut ln_s);
+        // ln P̃ − ln S̃ (sub), kept for the backward pass; the terms P̃·(ln P̃ − ln S̃)
+        // (mul) in S's layout, summed as the tape's `sum` sums them (a cancelling sum:
+        // the same order keeps the two within rounding of each term).
+        for (lp, &ls) in ln_p.iter_mut().zip(&ln_s) {
+            *lp -= ls;
+        }
+        let mut terms = ln_s;
+        for ((t, &p), &lr) in terms.iter_mut().zip(&pt).zip(&ln_p) {
+            *t = p * lr;
+        }
+        self.log_ratio = ln_p;
         sum_all(&terms) * (T::ONE / T::from_usize(b))
     }
 }
@@ -155,6 +176,7 @@ impl<T: Real> CustomBackward<T> for KlLoss<T> {
         for g in 0..b {
             self.columns(g, &mut c, &mut replaced);
             let (lo, hi) = (self.ptr[g] * k, self.ptr[g + 1] * k);
+            let mut drow_at = lo;
             cbar.fill(T::ZERO);
             for (srow, drow) in self.s[lo..hi]
                 .chunks_exact(k)
@@ -163,12 +185,19 @@ impl<T: Real> CustomBackward<T> for KlLoss<T> {
                 let (den, den_replaced) = Self::row(srow, &c, &mut r);
                 // P̄ (into rbar) and the direct term of S̄; Σ_l P̄_il·P_il.
                 let mut dot = T::ZERO;
-                for (((pb, d), &rv), &sv) in rbar.iter_mut().zip(drow.iter_mut()).zip(&r).zip(srow)
+                let lrow = &self.log_ratio[drow_at..drow_at + k];
+                drow_at += k;
+                for ((((pb, d), &rv), &sv), &lr) in rbar
+                    .iter_mut()
+                    .zip(drow.iter_mut())
+                    .zip(&r)
+                    .zip(srow)
+                    .zip(lrow)
                 {
                     let p = rv / den;
                     let (pt, st) = (clamp(p, eps), clamp(sv, eps));
                     *pb = if p >= eps {
-                        scale * (pt.ln() - st.ln() + T::ONE)
+                        scale * (lr + T::ONE)
                     } else {
                         T::ZERO
                     };

@@ -5,3 +5,4 @@
 pub(crate) mod backward;
 pub(crate) mod forward;
 pub(crate) mod kl;
+pub(crate) mod pad;
