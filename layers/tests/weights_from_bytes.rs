@@ -72,11 +72,19 @@ fn both_loaders(name: &str, bytes: &[u8]) -> Option<StateDict> {
     let scratch = Scratch::new(name, bytes);
     let from_bytes = StateDict::from_bytes(bytes);
     let from_file = StateDict::from_file(&scratch.0);
-    assert_eq!(
-        from_bytes.clone().map_err(without_source),
-        from_file.map_err(without_source),
-        "{name}: the loaders disagree"
-    );
+    match (&from_bytes, &from_file) {
+        // Both refuse the bytes as not safetensors. The reason may name a different
+        // bad tensor on each call: the parser checks a file's tensors in hash-map
+        // order (found by the corpus of the 10^7-execution campaign).
+        (Err(LayerError::Parse { .. }), Err(LayerError::Parse { .. })) => {}
+        // Compared through `Debug`: an error may carry the offending value, and a NaN
+        // is not `==` to itself.
+        _ => assert_eq!(
+            format!("{:?}", from_bytes.clone().map_err(without_source)),
+            format!("{:?}", from_file.map_err(without_source)),
+            "{name}: the loaders disagree"
+        ),
+    }
     from_bytes.ok()
 }
 
