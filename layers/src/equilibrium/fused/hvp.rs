@@ -740,6 +740,14 @@ impl<T: Real> Net<'_, T> {
                 for (cv, &pv) in centred.iter_mut().zip(prow) {
                     *cv = pv - mean;
                 }
+                // Re-centred with the residues' mean: `mean` is rounded by up to half
+                // an ulp of itself, which on a row of small spread leaves Σ x̂ ≠ 0 and
+                // breaks the cancellations of the sweeps below (fuzz finding O3; the
+                // correction goes on the residue, where it is representable).
+                let c = sum(centred) / n;
+                for cv in centred.iter_mut() {
+                    *cv -= c;
+                }
                 let s = T::ONE / (dot(centred, centred) / n + eps).sqrt();
                 rstd[i][r] = s;
                 let xrow = &mut xhat[i][r * hi..(r + 1) * hi];
