@@ -114,27 +114,12 @@ impl Kernel for LayerNormKernel {
     fn reference<T: Real>(call: LayerNormArgs<'_, T>) {
         let (x, cols, eps, affine) = (call.x, call.cols, call.eps, call.affine);
         let (out, mean, rstd) = (call.out, call.mean, call.rstd);
-        let n = T::from_usize(cols);
         for (r, (xrow, orow)) in x
             .chunks_exact(cols)
             .zip(out.chunks_exact_mut(cols))
             .enumerate()
         {
-            let mut s = T::ZERO;
-            for &v in xrow {
-                s += v;
-            }
-            let mu0 = s / n;
-            // Second pass: the residues' sum re-centres the rounded mean (see the
-            // module doc), and their squares give the variance about it.
-            let (mut ds, mut ss) = (T::ZERO, T::ZERO);
-            for &v in xrow {
-                let d = v - mu0;
-                ds += d;
-                ss += d * d;
-            }
-            let (c, ss) = recentre(ds, ss, n);
-            let rs = T::ONE / (ss / n + eps).sqrt();
+            let RowStats { mu0, c, rstd: rs } = row_stats_ref(xrow, eps);
             mean[r] = mu0 + c;
             rstd[r] = rs;
             // x̂ = ((x − mu0) − c)·rstd: the correction is applied to the residue, where
@@ -159,31 +144,14 @@ impl Kernel for LayerNormKernel {
     fn run<S: Simd>(s: S, call: LayerNormArgs<'_, f32>) {
         let (x, cols, eps, affine) = (call.x, call.cols, call.eps, call.affine);
         let (out, mean, rstd) = (call.out, call.mean, call.rstd);
-        let n = cols as f32;
         for (r, (xr, or)) in x
             .chunks_exact(cols)
             .zip(out.chunks_exact_mut(cols))
             .enumerate()
         {
-            let mu0 = row_sum(s, xr) / n;
+            let RowStats { mu0, c, rstd: rs } = row_stats(s, xr, eps);
             let vmu0 = s.splat(mu0);
-            let (mut dacc, mut acc) = (s.zero(), s.zero());
-            let mut xs = xr.chunks_exact(LANES);
-            for xi in &mut xs {
-                let d = s.sub(s.load(xi), vmu0);
-                dacc = s.add(dacc, d);
-                acc = s.fma(d, d, acc);
-            }
-            let (mut ds, mut ss) = (s.reduce_add(dacc), s.reduce_add(acc));
-            // The tail in scalar code: zero-padded lanes would add mu0 and mu0² each.
-            for &v in xs.remainder() {
-                let d = v - mu0;
-                ds += d;
-                ss += d * d;
-            }
-            let (c, ss) = recentre(ds, ss, n);
             let vc = s.splat(c);
-            let rs = 1.0 / libm::sqrtf(ss / n + eps);
             mean[r] = mu0 + c;
             rstd[r] = rs;
             let vrs = s.splat(rs);
@@ -236,6 +204,70 @@ fn row_sum<S: Simd>(s: S, x: &[f32]) -> f32 {
         acc = s.add(acc, s.load_any(xi));
     }
     s.reduce_add(acc)
+}
+
+/// A row's normalisation: `x̂ = ((x − mu0) − c)·rstd` (see [`recentre`] for why the
+/// mean is kept in two parts). Shared by every kernel that normalises rows.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RowStats<T> {
+    /// The rounded mean `Σx/n`.
+    pub(crate) mu0: T,
+    /// Its correction, the residues' mean `Σ(x − mu0)/n`.
+    pub(crate) c: T,
+    /// `1/√(var + eps)`, the variance biased (PyTorch's).
+    pub(crate) rstd: T,
+}
+
+/// [`RowStats`] of a non-empty row in scalar code: the mean, then the residues' sum
+/// and sum of squares in a second pass.
+#[inline(always)]
+pub(crate) fn row_stats_ref<T: Real>(x: &[T], eps: T) -> RowStats<T> {
+    let n = T::from_usize(x.len());
+    let mut s = T::ZERO;
+    for &v in x {
+        s += v;
+    }
+    let mu0 = s / n;
+    let (mut ds, mut ss) = (T::ZERO, T::ZERO);
+    for &v in x {
+        let d = v - mu0;
+        ds += d;
+        ss += d * d;
+    }
+    let (c, ss) = recentre(ds, ss, n);
+    RowStats {
+        mu0,
+        c,
+        rstd: T::ONE / (ss / n + eps).sqrt(),
+    }
+}
+
+/// [`row_stats_ref`] vectorised: the same two passes, each with 8 partial sums.
+#[inline(always)]
+pub(crate) fn row_stats<S: Simd>(s: S, x: &[f32], eps: f32) -> RowStats<f32> {
+    let n = x.len() as f32;
+    let mu0 = row_sum(s, x) / n;
+    let vmu0 = s.splat(mu0);
+    let (mut dacc, mut acc) = (s.zero(), s.zero());
+    let mut xs = x.chunks_exact(LANES);
+    for xi in &mut xs {
+        let d = s.sub(s.load(xi), vmu0);
+        dacc = s.add(dacc, d);
+        acc = s.fma(d, d, acc);
+    }
+    let (mut ds, mut ss) = (s.reduce_add(dacc), s.reduce_add(acc));
+    // The tail in scalar code: zero-padded lanes would add mu0 and mu0² each.
+    for &v in xs.remainder() {
+        let d = v - mu0;
+        ds += d;
+        ss += d * d;
+    }
+    let (c, ss) = recentre(ds, ss, n);
+    RowStats {
+        mu0,
+        c,
+        rstd: 1.0 / libm::sqrtf(ss / n + eps),
+    }
 }
 
 /// Backward of [`layer_norm_rows`] without its affine part: given `xhat = (x − mean)·rstd`

@@ -26,9 +26,11 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use readout_core::Real;
-use readout_kernels::elementwise::{Unary, unary};
+use readout_kernels::elementwise::Unary;
 use readout_kernels::gemm::{GemmShape, gemm};
-use readout_kernels::rows::{layer_norm_backward_rows, layer_norm_rows};
+use readout_kernels::rows::{
+    NormTanhOut, NormTanhSaved, Skip, norm_tanh_backward_rows, norm_tanh_rows,
+};
 
 use super::super::params::{EquilibriumParams, Sizes};
 use super::super::workspace::Workspace;
@@ -151,10 +153,8 @@ struct Scratch<T> {
     xhat: Vec<Vec<T>>,
     rstd: Vec<Vec<T>>,
     t: Vec<Vec<T>>,
-    mean: Vec<T>,
     z: Vec<T>,
     dz: Vec<T>,
-    dln: Vec<T>,
     dpre: Vec<T>,
     da: Vec<T>,
 }
@@ -172,10 +172,8 @@ impl<T: Real> Scratch<T> {
             xhat: per_layer(ws),
             rstd: net.hidden.iter().map(|_| ws.zeros(rows)).collect(),
             t: per_layer(ws),
-            mean: ws.zeros(rows),
             z: ws.zeros(rows * hmax),
             dz: ws.zeros(rows * hmax),
-            dln: ws.zeros(rows * hmax),
             dpre: ws.zeros(rows * hmax),
             da: ws.zeros(rows * net.width),
         }
@@ -184,9 +182,7 @@ impl<T: Real> Scratch<T> {
     /// Gives every buffer back to `ws`.
     fn put_back(self, ws: &mut Workspace<T>) {
         let per_layer = self.xhat.into_iter().chain(self.rstd).chain(self.t);
-        let single = [
-            self.a, self.mean, self.z, self.dz, self.dln, self.dpre, self.da,
-        ];
+        let single = [self.a, self.z, self.dz, self.dpre, self.da];
         for v in per_layer.chain(single) {
             ws.put(v);
         }
@@ -526,35 +522,25 @@ fn block<T: Real>(
                 pre,
             );
         }
-        let xhat = &mut sc.xhat[i][..rows * hi];
-        layer_norm_rows(
+        // x̂, t = tanh(γ·x̂ + β) and z = t + r_i in one sweep per row.
+        // Replaces: LayerNorm::forward (layer_norm), tanh, add(skip).
+        let off = net.res_off[i];
+        norm_tanh_rows(
             pre,
             hi,
             eps,
-            None,
-            xhat,
-            (&mut sc.mean[..rows], &mut sc.rstd[i][..rows]),
+            net.norm[i],
+            Skip {
+                values: &a[off..],
+                stride: h,
+            },
+            NormTanhOut {
+                xhat: &mut sc.xhat[i][..rows * hi],
+                rstd: &mut sc.rstd[i][..rows],
+                t: &mut sc.t[i][..rows * hi],
+                z: &mut sc.z[..rows * hi],
+            },
         );
-        let (gamma, beta) = net.norm[i];
-        let affine = &mut sc.dln[..rows * hi];
-        for (arow, xrow) in affine.chunks_exact_mut(hi).zip(xhat.chunks_exact(hi)) {
-            for (((av, &xv), &gv), &bv) in arow.iter_mut().zip(xrow).zip(gamma).zip(beta) {
-                *av = xv * gv + bv;
-            }
-        }
-        let t = &mut sc.t[i][..rows * hi];
-        unary(Unary::Tanh, affine, t);
-        let off = net.res_off[i];
-        let z = &mut sc.z[..rows * hi];
-        for ((zrow, trow), arow) in z
-            .chunks_exact_mut(hi)
-            .zip(t.chunks_exact(hi))
-            .zip(a.chunks_exact(h))
-        {
-            for ((zv, &tv), &av) in zrow.iter_mut().zip(trow).zip(&arow[off..off + hi]) {
-                *zv = tv + av;
-            }
-        }
     }
     // Backward: dz = ∂E/∂F ⊗ w_final, then through the blocks in reverse.
     // Replaces: the backward rules of those ops (matmul, add, tanh, layer_norm) that
@@ -573,20 +559,17 @@ fn block<T: Real>(
         for (darow, dzrow) in da.chunks_exact_mut(h).zip(dz.chunks_exact(hi)) {
             darow[off..off + hi].copy_from_slice(dzrow);
         }
-        // Through tanh and the LayerNorm's affine part: ĝ = dz·(1 − t²)·γ.
-        let (gamma, _) = net.norm[i];
-        let dln = &mut sc.dln[..rows * hi];
-        for ((drow, dzrow), trow) in dln
-            .chunks_exact_mut(hi)
-            .zip(dz.chunks_exact(hi))
-            .zip(sc.t[i].chunks_exact(hi))
-        {
-            for (((d, &dzv), &tv), &gv) in drow.iter_mut().zip(dzrow).zip(trow).zip(gamma) {
-                *d = dzv * (T::ONE - tv * tv) * gv;
-            }
-        }
+        // Through tanh, the LayerNorm's affine part and its normalisation:
+        // q = dz·(1 − t²)·γ, dpre = rstd·(q − mean q − x̂·mean(q·x̂)), one sweep per row.
+        // Replaces: the backward of tanh and of layer_norm.
+        let saved = NormTanhSaved {
+            xhat: &sc.xhat[i][..rows * hi],
+            t: &sc.t[i][..rows * hi],
+            rstd: &sc.rstd[i][..rows],
+            weight: net.norm[i].0,
+        };
         let dpre = &mut sc.dpre[..rows * hi];
-        layer_norm_backward_rows(&sc.xhat[i][..rows * hi], dln, &sc.rstd[i][..rows], dpre);
+        norm_tanh_backward_rows(saved, dz, dpre);
         if i == 0 {
             for (darow, drow) in da.chunks_exact_mut(h).zip(dpre.chunks_exact(hi)) {
                 darow[..hi].copy_from_slice(drow);

@@ -94,9 +94,10 @@
 //! (the maps stacked, width `H`); per reverse step, `[y; v]·W_yᵀ` is one GEMM on set
 //! rows. Blocks of [`BLOCK_ROWS`] elements then run the forward (primal and tangent
 //! stacked as `2·rows` GEMM rows, so each linear is one GEMM), and the reverse (again
-//! one GEMM per linear for `[p̄; ṗ̄]`, one for `W̄_i`). Each LayerNorm/tanh stage is
-//! one row sweep before the tanh kernel and one after it, forward and reverse; a row
-//! stays in L1 during its sweep.
+//! one GEMM per linear for `[p̄; ṗ̄]`, one for `W̄_i`). Each LayerNorm/tanh stage is,
+//! forward, one call of the fused row kernel `norm_tanh_rows` (`x̂`, `σ`, `t`, `z`)
+//! and one tangent sweep, and in reverse three row sweeps; a row stays in L1 during
+//! its sweep.
 //!
 //! Blocks are grouped by [`GROUP_BLOCKS`]. The blocks of a group may run on several
 //! threads (when the work pays for it, see [`super::threads_for`]); each writes its
@@ -108,8 +109,8 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use readout_core::Real;
-use readout_kernels::elementwise::{Unary, unary};
 use readout_kernels::gemm::{GemmShape, gemm};
+use readout_kernels::rows::{NormTanhOut, Skip, norm_tanh_rows};
 
 /// Elements per block. With `2·rows` GEMM rows, a block's linear stays under the
 /// GEMM's own threading threshold up to widths of about 180, so blocks that run in
@@ -252,10 +253,9 @@ struct Scratch<T> {
     /// The reverse pass's `[z̄; ż̄]` and `[p̄; ṗ̄]`, `[2·rows, max h]`.
     zbar: Vec<T>,
     pbar: Vec<T>,
-    /// One row of scratch, and the pre-tanh values of a block.
+    /// Two rows of scratch.
     row_a: Vec<T>,
     row_b: Vec<T>,
-    u: Vec<T>,
 }
 
 impl<T: Real> Scratch<T> {
@@ -278,7 +278,6 @@ impl<T: Real> Scratch<T> {
             pbar: vec![T::ZERO; 2 * rows * hmax],
             row_a: vec![T::ZERO; hmax],
             row_b: vec![T::ZERO; hmax],
-            u: vec![T::ZERO; rows * hmax],
         }
     }
 }
@@ -680,7 +679,6 @@ impl<T: Real> Net<'_, T> {
             pbar,
             row_a,
             row_b,
-            u,
         } = sc;
         let a = &mut a[..rows * h];
         let a_dot = &mut a_dot[..rows * h];
@@ -731,45 +729,29 @@ impl<T: Real> Net<'_, T> {
                 weight: gamma,
                 bias: beta,
             } = self.norms[i];
-            // Sweep 1: x̂ = (p − mean p)·σ, u = γ⊙x̂ + β        (replaces: layer_norm)
-            let centred = &mut row_a[..hi];
-            let u = &mut u[..rows * hi];
-            for r in 0..rows {
-                let prow = &p[r * hi..(r + 1) * hi];
-                let mean = sum(prow) / n;
-                for (cv, &pv) in centred.iter_mut().zip(prow) {
-                    *cv = pv - mean;
-                }
-                // Re-centred with the residues' mean: `mean` is rounded by up to half
-                // an ulp of itself, which on a row of small spread leaves Σ x̂ ≠ 0 and
-                // breaks the cancellations of the sweeps below (fuzz finding O3; the
-                // correction goes on the residue, where it is representable).
-                let c = sum(centred) / n;
-                for cv in centred.iter_mut() {
-                    *cv -= c;
-                }
-                let s = T::ONE / (dot(centred, centred) / n + eps).sqrt();
-                rstd[i][r] = s;
-                let xrow = &mut xhat[i][r * hi..(r + 1) * hi];
-                let urow = &mut u[r * hi..(r + 1) * hi];
-                for ((((xv, uv), &cv), &g), &b) in xrow
-                    .iter_mut()
-                    .zip(urow)
-                    .zip(&*centred)
-                    .zip(gamma)
-                    .zip(beta)
-                {
-                    *xv = cv * s;
-                    *uv = *xv * g + b;
-                }
-            }
-            // t = tanh u                                          (replaces: tanh)
-            unary(Unary::Tanh, u, &mut t[i][..rows * hi]);
-            // Sweep 2, tangents: x̂̇ = σ(ṗ − mean ṗ − x̂α), ż = (1 − t²)⊙γ⊙x̂̇ + ṙ, and
-            // z = t + r                 (replaces: the recorded backward of layer_norm,
-            // tanh and add, differentiated again)
             let off = self.res_off[i];
             let (z, z_dot) = zz[i + 1][..2 * rows * hi].split_at_mut(rows * hi);
+            // Sweep 1: x̂ = (p − mean p)·σ, t = tanh(γ⊙x̂ + β), z = t + r, one kernel
+            // sweep per row                       (replaces: layer_norm, tanh, add)
+            norm_tanh_rows(
+                p,
+                hi,
+                eps,
+                (gamma, beta),
+                Skip {
+                    values: &a[off..],
+                    stride: h,
+                },
+                NormTanhOut {
+                    xhat: &mut xhat[i][..rows * hi],
+                    rstd: &mut rstd[i][..rows],
+                    t: &mut t[i][..rows * hi],
+                    z,
+                },
+            );
+            // Sweep 2, tangents: x̂̇ = σ(ṗ − mean ṗ − x̂α), ż = (1 − t²)⊙γ⊙x̂̇ + ṙ
+            // (replaces: the recorded backward of layer_norm, tanh and add,
+            // differentiated again)
             for r in 0..rows {
                 let span = r * hi..(r + 1) * hi;
                 let (pd, xr, tr) = (
@@ -781,14 +763,12 @@ impl<T: Real> Net<'_, T> {
                 let mean_pd = sum(pd) / n;
                 let al = dot(xr, pd) / n;
                 alpha[i][r] = al;
-                let res = &a[r * h + off..r * h + off + hi];
                 let res_dot = &a_dot[r * h + off..r * h + off + hi];
                 let xd = &mut xhat_dot[i][span.clone()];
-                let (zr, zdr) = (&mut z[span.clone()], &mut z_dot[span]);
+                let zdr = &mut z_dot[span];
                 for k in 0..hi {
                     let x_dot = s * (pd[k] - mean_pd - xr[k] * al);
                     xd[k] = x_dot;
-                    zr[k] = tr[k] + res[k];
                     zdr[k] = (T::ONE - tr[k] * tr[k]) * gamma[k] * x_dot + res_dot[k];
                 }
             }
