@@ -34,6 +34,7 @@ use readout_kernels::rows::{
 
 use super::super::params::{EquilibriumParams, Sizes};
 use super::super::workspace::Workspace;
+use super::net::{LinearRef, PotentialNet as Net};
 use crate::error::LayerError;
 use crate::module::LAYER_NORM_EPS;
 use crate::param::Bound;
@@ -44,30 +45,6 @@ const CHUNK: usize = 128;
 /// Blocks per group: the unit of parallel work between two sequential sums into the
 /// sets (its `∂E/∂A` buffer is `GROUP · CHUNK · H` values).
 const GROUP: usize = 16;
-
-/// The potential's weights, laid out for the engine: the input maps are split and
-/// stacked (copied), the other weights are borrowed.
-struct Net<'p, T> {
-    cin: usize,
-    cout: usize,
-    hidden: Vec<usize>,
-    /// Total width `H` of the maps that read the raw input.
-    width: usize,
-    /// Column offset of `res_trans[j]` in `A` (the first block's map is at 0).
-    res_off: Vec<usize>,
-    /// `W_x` of every input map stacked: `[H, cin]`.
-    wx: Vec<T>,
-    /// `W_y` stacked: `[H, cout]`.
-    wy: Vec<T>,
-    /// Their biases: `[H]`.
-    b_in: Vec<T>,
-    /// Linear `i ≥ 1` weight `[h_i, h_{i−1}]` and bias, at index `i` (index 0 unused).
-    lin: Vec<(&'p [T], &'p [T])>,
-    /// LayerNorm weight and bias of block `i`.
-    norm: Vec<(&'p [T], &'p [T])>,
-    /// The final `Linear(→ 1)`'s weight `[h_L]` (its bias has no gradient).
-    w_final: &'p [T],
-}
 
 /// The values of bound parameters, read from the tape, in their modules.
 pub(crate) fn bound_values<T: Real>(
@@ -87,64 +64,12 @@ fn scalar<T: Real, V: AsRef<[T]>>(p: &V) -> T {
     p.as_ref().first().copied().unwrap_or(T::ZERO)
 }
 
-impl<'p, T: Real> Net<'p, T> {
-    fn new<V: AsRef<[T]>>(sizes: &Sizes, p: &'p EquilibriumParams<V>) -> Self {
-        let (cin, cout) = (sizes.cin, sizes.cout);
-        let c = cin + cout;
-        let pot = &p.potential;
-        // The input maps, in column order: the first layer's, then every res_trans.
-        let maps = core::iter::once(pot.input_linear()).chain(&pot.res_trans);
-        let (mut wx, mut wy, mut b_in, mut offs) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for map in maps {
-            offs.push(b_in.len());
-            for row in map.weight.as_ref().chunks_exact(c) {
-                wx.extend_from_slice(&row[..cin]);
-                wy.extend_from_slice(&row[cin..]);
-            }
-            if let Some(b) = &map.bias {
-                b_in.extend_from_slice(b.as_ref());
-            }
-        }
-        let width = b_in.len();
-        let mut lin: Vec<(&[T], &[T])> = vec![(&[], &[])];
-        for block in pot.blocks.iter().skip(1) {
-            let bias = block.linear.bias.as_ref().map_or(&[][..], AsRef::as_ref);
-            lin.push((block.linear.weight.as_ref(), bias));
-        }
-        let norm = pot
-            .blocks
-            .iter()
-            .map(|b| (b.norm.weight.as_ref(), b.norm.bias.as_ref()))
-            .collect();
-        let w_final = if pot.blocks.is_empty() {
-            &[]
-        } else {
-            pot.out.weight.as_ref()
-        };
-        Net {
-            cin,
-            cout,
-            hidden: sizes.hidden.clone(),
-            width,
-            res_off: offs[1..].to_vec(),
-            wx,
-            wy,
-            b_in,
-            lin,
-            norm,
-            w_final,
-        }
-    }
-}
-
-impl<T: Real> Net<'_, T> {
-    /// An estimate of the floating-point operations per element and inner step: the
-    /// hidden GEMMs forward and backward, and the LayerNorm/tanh row passes.
-    fn flops_per_row(&self) -> usize {
-        let pairs: usize = self.hidden.windows(2).map(|w| w[0] * w[1]).sum();
-        let rows: usize = self.hidden.iter().sum();
-        4 * pairs + 30 * rows + 4 * self.width
-    }
+/// An estimate of the floating-point operations per element and inner step: the
+/// hidden GEMMs forward and backward, and the LayerNorm/tanh row passes.
+fn flops_per_row<T>(net: &Net<T>) -> usize {
+    let pairs: usize = net.hidden.windows(2).map(|w| w[0] * w[1]).sum();
+    let rows: usize = net.hidden.iter().sum();
+    4 * pairs + 30 * rows + 4 * net.width
 }
 
 /// Per-block buffers, allocated once per forward (per thread).
@@ -269,7 +194,7 @@ pub(crate) fn solve_sorted<T: Real, V: AsRef<[T]>>(
     keep: bool,
     ws: &mut Workspace<T>,
 ) -> Trajectory<T> {
-    let net = Net::<T>::new(sizes, p);
+    let net = Net::new(sizes, &p.potential);
     let n = sorted.set_of.len();
     let sets = sorted.ptr.len() - 1;
     let (h, cout) = (net.width, net.cout);
@@ -353,7 +278,7 @@ pub(crate) fn solve_sorted<T: Real, V: AsRef<[T]>>(
                 inv_count: &inv_count,
             };
             let threads =
-                super::threads_for((g1 - g0) * net.flops_per_row(), (g1 - g0).div_ceil(CHUNK));
+                super::threads_for((g1 - g0) * flops_per_row(&net), (g1 - g0).div_ceil(CHUNK));
             while scratch.len() < threads {
                 scratch.push(Scratch::new(&net, CHUNK.min(n), ws));
             }
@@ -509,7 +434,7 @@ fn block<T: Real>(
             }
         } else {
             let hp = net.hidden[i - 1];
-            let (w, b) = net.lin[i];
+            let LinearRef { weight: w, bias: b } = net.lin[i];
             for prow in pre.chunks_exact_mut(hi) {
                 prow.copy_from_slice(b);
             }
@@ -529,7 +454,7 @@ fn block<T: Real>(
             pre,
             hi,
             eps,
-            net.norm[i],
+            (net.norms[i].weight, net.norms[i].bias),
             Skip {
                 values: &a[off..],
                 stride: h,
@@ -566,7 +491,7 @@ fn block<T: Real>(
             xhat: &sc.xhat[i][..rows * hi],
             t: &sc.t[i][..rows * hi],
             rstd: &sc.rstd[i][..rows],
-            weight: net.norm[i].0,
+            weight: net.norms[i].weight,
         };
         let dpre = &mut sc.dpre[..rows * hi];
         norm_tanh_backward_rows(saved, dz, dpre);
@@ -580,7 +505,7 @@ fn block<T: Real>(
                 &GemmShape::new(rows, hp, hi),
                 T::ONE,
                 dpre,
-                net.lin[i].0,
+                net.lin[i].weight,
                 T::ZERO,
                 &mut sc.dz[..rows * hp],
             );
