@@ -1,14 +1,21 @@
 //! Row-wise kernels over a row-major `[rows, cols]` matrix: softmax, layer norm,
-//! MemPooling's head mix, row dot products and squared euclidean distances.
+//! MemPooling's head mix, the fused LayerNorm → tanh stage of a residual block (forward
+//! and backward), row dot products and squared euclidean distances.
 
 mod head_mix;
 mod layer_norm;
+mod norm_tanh;
+mod norm_tanh_backward;
 mod softmax;
 
 pub use head_mix::{head_mix_softmax_rows, head_mix_softmax_rows_with};
 
 pub use layer_norm::{
     layer_norm_backward_rows, layer_norm_backward_rows_with, layer_norm_rows, layer_norm_rows_with,
+};
+pub use norm_tanh::{NormTanhOut, Skip, norm_tanh_rows, norm_tanh_rows_with};
+pub use norm_tanh_backward::{
+    NormTanhSaved, norm_tanh_backward_rows, norm_tanh_backward_rows_with,
 };
 pub use softmax::{softmax_rows, softmax_rows_with};
 

@@ -269,3 +269,60 @@ fn dispatched_head_mix() {
     head_mix_softmax_rows_with(readout_kernels::dispatch::best(), &mut qb, &w, 10, &mut b);
     assert_eq!((qa, a), (qb, b));
 }
+
+/// Fuzz finding O3: on a row whose spread is small next to its mean, `x̂` must still
+/// sum to zero (up to its own rounding), or the backward's `Σ dx = 0` fails by
+/// `rstd·Σx̂·mean(g·x̂)`. The rounded mean is off by half an ulp of `|mean|`
+/// (2.4e-7 here, 2.3e-5 of the spread); correcting the mean itself cannot fix that
+/// (`mean + c` rounds back), so the kernel corrects the residues.
+#[test]
+fn layer_norm_of_a_narrow_row_is_centred() {
+    // The second LayerNorm input row of O3's element 1 at its first inner step, and
+    // O1's row, then wider rows of the same kind.
+    let rows: [&[f32]; 4] = [
+        &[-4.286_333, -4.265_549],
+        &[-8.336, -8.354],
+        &[1000.001, 1000.0, 1000.002, 999.999, 1000.0005],
+        &[
+            -3.2501, -3.2502, -3.2503, -3.2499, -3.2500, -3.2504, -3.2498, -3.2501, -3.2497,
+        ],
+    ];
+    for row in rows {
+        let cols = row.len();
+        for path in paths() {
+            let (mut out, mut mean, mut rstd) = (vec![0.0f32; cols], [0.0f32], [0.0f32]);
+            layer_norm_rows_with(
+                path,
+                row,
+                cols,
+                1e-5,
+                None,
+                &mut out,
+                (&mut mean, &mut rstd),
+            );
+            let sum: f32 = out.iter().sum();
+            let mag: f32 = out.iter().map(|v| v.abs()).sum();
+            // Each x̂ is within a couple of ulp of a centred row: Σ within cols·4ε·Σ|x̂|.
+            assert!(
+                sum.abs() <= 4.0 * cols as f32 * f32::EPSILON * mag,
+                "{path:?} {row:?}: Σ x̂ = {sum:e} (x̂ = {out:?})"
+            );
+            // And x̂ agrees with the f64 definition to the same order (not 1e-5, as the
+            // rounded mean gave).
+            let m64 = row.iter().map(|&v| f64::from(v)).sum::<f64>() / cols as f64;
+            let var = row
+                .iter()
+                .map(|&v| (f64::from(v) - m64).powi(2))
+                .sum::<f64>()
+                / cols as f64;
+            let rs = 1.0 / (var + 1e-5).sqrt();
+            for (&o, &v) in out.iter().zip(row) {
+                let want = (f64::from(v) - m64) * rs;
+                assert!(
+                    (f64::from(o) - want).abs() <= 1e-6 * (1.0 + want.abs()),
+                    "{path:?} {row:?}: x̂ {o} vs {want}"
+                );
+            }
+        }
+    }
+}

@@ -2,7 +2,8 @@
 //!
 //! Both kernels make the same passes as their scalar references: the forward takes
 //! the mean, then the centred sum of squares (more accurate than `E[x²] − E[x]²`) and
-//! the residues' sum, which re-centres the rounded mean ([`recentre`]);
+//! the residues' sum, whose mean corrects the residues for the rounded mean
+//! ([`recentre`]);
 //! the backward takes both of its means in one pass, then writes `dx`.
 
 use crate::Real;
@@ -113,38 +114,25 @@ impl Kernel for LayerNormKernel {
     fn reference<T: Real>(call: LayerNormArgs<'_, T>) {
         let (x, cols, eps, affine) = (call.x, call.cols, call.eps, call.affine);
         let (out, mean, rstd) = (call.out, call.mean, call.rstd);
-        let n = T::from_usize(cols);
         for (r, (xrow, orow)) in x
             .chunks_exact(cols)
             .zip(out.chunks_exact_mut(cols))
             .enumerate()
         {
-            let mut s = T::ZERO;
-            for &v in xrow {
-                s += v;
-            }
-            let mu0 = s / n;
-            // Second pass: the residues' sum re-centres the rounded mean (see the
-            // module doc), and their squares give the variance about it.
-            let (mut ds, mut ss) = (T::ZERO, T::ZERO);
-            for &v in xrow {
-                let d = v - mu0;
-                ds += d;
-                ss += d * d;
-            }
-            let (mu, ss) = recentre(mu0, ds, ss, n);
-            let rs = T::ONE / (ss / n + eps).sqrt();
-            mean[r] = mu;
+            let RowStats { mu0, c, rstd: rs } = row_stats_ref(xrow, eps);
+            mean[r] = mu0 + c;
             rstd[r] = rs;
+            // x̂ = ((x − mu0) − c)·rstd: the correction is applied to the residue, where
+            // it is representable (see `recentre`).
             match affine {
                 Some((w, b)) => {
                     for (((o, &v), &wi), &bi) in orow.iter_mut().zip(xrow).zip(w).zip(b) {
-                        *o = (v - mu) * rs * wi + bi;
+                        *o = (v - mu0 - c) * rs * wi + bi;
                     }
                 }
                 None => {
                     for (o, &v) in orow.iter_mut().zip(xrow) {
-                        *o = (v - mu) * rs;
+                        *o = (v - mu0 - c) * rs;
                     }
                 }
             }
@@ -156,45 +144,30 @@ impl Kernel for LayerNormKernel {
     fn run<S: Simd>(s: S, call: LayerNormArgs<'_, f32>) {
         let (x, cols, eps, affine) = (call.x, call.cols, call.eps, call.affine);
         let (out, mean, rstd) = (call.out, call.mean, call.rstd);
-        let n = cols as f32;
         for (r, (xr, or)) in x
             .chunks_exact(cols)
             .zip(out.chunks_exact_mut(cols))
             .enumerate()
         {
-            let mu0 = row_sum(s, xr) / n;
+            let RowStats { mu0, c, rstd: rs } = row_stats(s, xr, eps);
             let vmu0 = s.splat(mu0);
-            let (mut dacc, mut acc) = (s.zero(), s.zero());
-            let mut xs = xr.chunks_exact(LANES);
-            for xi in &mut xs {
-                let d = s.sub(s.load(xi), vmu0);
-                dacc = s.add(dacc, d);
-                acc = s.fma(d, d, acc);
-            }
-            let (mut ds, mut ss) = (s.reduce_add(dacc), s.reduce_add(acc));
-            // The tail in scalar code: zero-padded lanes would add mu0 and mu0² each.
-            for &v in xs.remainder() {
-                let d = v - mu0;
-                ds += d;
-                ss += d * d;
-            }
-            let (mu, ss) = recentre(mu0, ds, ss, n);
-            let vmu = s.splat(mu);
-            let rs = 1.0 / libm::sqrtf(ss / n + eps);
-            mean[r] = mu;
+            let vc = s.splat(c);
+            mean[r] = mu0 + c;
             rstd[r] = rs;
             let vrs = s.splat(rs);
             match affine {
                 Some((w, b)) => {
                     let chunks = xr.chunks(LANES).zip(or.chunks_mut(LANES));
                     for ((xi, oi), (wi, bi)) in chunks.zip(w.chunks(LANES).zip(b.chunks(LANES))) {
-                        let xhat = s.mul(s.sub(s.load_any(xi), vmu), vrs);
+                        let d = s.sub(s.sub(s.load_any(xi), vmu0), vc);
+                        let xhat = s.mul(d, vrs);
                         s.store_any(oi, s.fma(xhat, s.load_any(wi), s.load_any(bi)));
                     }
                 }
                 None => {
                     for (xi, oi) in xr.chunks(LANES).zip(or.chunks_mut(LANES)) {
-                        s.store_any(oi, s.mul(s.sub(s.load_any(xi), vmu), vrs));
+                        let d = s.sub(s.sub(s.load_any(xi), vmu0), vc);
+                        s.store_any(oi, s.mul(d, vrs));
                     }
                 }
             }
@@ -202,19 +175,25 @@ impl Kernel for LayerNormKernel {
     }
 }
 
-/// The mean re-centred by the residues `d = x − mu0` of its first rounding, and the
-/// centred sum of squares about it: `mu = mu0 + Σd/n`, `Σ(x − mu)² = Σd² − (Σd)²/n`.
+/// The correction `c = Σd/n` of the rounded mean `mu0 = Σx/n`, from the residues
+/// `d = x − mu0`, and the centred sum of squares about `mu0 + c`:
+/// `Σ(x − mu0 − c)² = Σd² − c·Σd`.
 ///
-/// Why: `mu0 = Σx/n` is off by up to half an ulp of `|mu0|`. On a row whose spread is
-/// small next to its mean (e.g. `[−8.336, −8.354]`) that error is a sizeable part of
-/// every `x − mu0`, so `x̂` no longer sums to zero and the cancellations the backward
-/// pass relies on (above all its second-order terms, scaled by `rstd²`) fail: fuzz
-/// findings O1 (the tape's backward) and O3 (this kernel, in the fused forward).
+/// Why: `mu0` is off by up to half an ulp of `|mu0|`. On a row whose spread is small
+/// next to its mean (e.g. `[−4.2863, −4.2655]`) that error is a sizeable part of every
+/// `x − mu0`, so `x̂` no longer sums to zero and the cancellations the backward pass
+/// relies on (`Σ dx = 0`, scaled by `rstd`; second-order terms, by `rstd²`) fail: fuzz
+/// findings O1 (the tape's backward) and O3 (this kernel, in the fused forward). The
+/// callers subtract `c` from the residue, `x̂ = ((x − mu0) − c)·rstd`, never from the
+/// mean: `mu0 + c` rounds back to a float with the same half-ulp error when `|c|` is
+/// below an ulp of `|mu0|`, exactly the case that matters (this is why folding `c` into
+/// the mean did not fix O3). `x − mu0` is exact there (Sterbenz), so `Σ x̂` is then
+/// zero up to the rounding of `x̂` itself.
 #[inline(always)]
-fn recentre<T: Real>(mu0: T, ds: T, ss: T, n: T) -> (T, T) {
+fn recentre<T: Real>(ds: T, ss: T, n: T) -> (T, T) {
     let c = ds / n;
     let ss = ss - ds * c;
-    (mu0 + c, if ss > T::ZERO { ss } else { T::ZERO })
+    (c, if ss > T::ZERO { ss } else { T::ZERO })
 }
 
 /// Sum of a row (8 partial sums, then a fixed-order reduction).
@@ -225,6 +204,70 @@ fn row_sum<S: Simd>(s: S, x: &[f32]) -> f32 {
         acc = s.add(acc, s.load_any(xi));
     }
     s.reduce_add(acc)
+}
+
+/// A row's normalisation: `x̂ = ((x − mu0) − c)·rstd` (see [`recentre`] for why the
+/// mean is kept in two parts). Shared by every kernel that normalises rows.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RowStats<T> {
+    /// The rounded mean `Σx/n`.
+    pub(crate) mu0: T,
+    /// Its correction, the residues' mean `Σ(x − mu0)/n`.
+    pub(crate) c: T,
+    /// `1/√(var + eps)`, the variance biased (PyTorch's).
+    pub(crate) rstd: T,
+}
+
+/// [`RowStats`] of a non-empty row in scalar code: the mean, then the residues' sum
+/// and sum of squares in a second pass.
+#[inline(always)]
+pub(crate) fn row_stats_ref<T: Real>(x: &[T], eps: T) -> RowStats<T> {
+    let n = T::from_usize(x.len());
+    let mut s = T::ZERO;
+    for &v in x {
+        s += v;
+    }
+    let mu0 = s / n;
+    let (mut ds, mut ss) = (T::ZERO, T::ZERO);
+    for &v in x {
+        let d = v - mu0;
+        ds += d;
+        ss += d * d;
+    }
+    let (c, ss) = recentre(ds, ss, n);
+    RowStats {
+        mu0,
+        c,
+        rstd: T::ONE / (ss / n + eps).sqrt(),
+    }
+}
+
+/// [`row_stats_ref`] vectorised: the same two passes, each with 8 partial sums.
+#[inline(always)]
+pub(crate) fn row_stats<S: Simd>(s: S, x: &[f32], eps: f32) -> RowStats<f32> {
+    let n = x.len() as f32;
+    let mu0 = row_sum(s, x) / n;
+    let vmu0 = s.splat(mu0);
+    let (mut dacc, mut acc) = (s.zero(), s.zero());
+    let mut xs = x.chunks_exact(LANES);
+    for xi in &mut xs {
+        let d = s.sub(s.load(xi), vmu0);
+        dacc = s.add(dacc, d);
+        acc = s.fma(d, d, acc);
+    }
+    let (mut ds, mut ss) = (s.reduce_add(dacc), s.reduce_add(acc));
+    // The tail in scalar code: zero-padded lanes would add mu0 and mu0² each.
+    for &v in xs.remainder() {
+        let d = v - mu0;
+        ds += d;
+        ss += d * d;
+    }
+    let (c, ss) = recentre(ds, ss, n);
+    RowStats {
+        mu0,
+        c,
+        rstd: 1.0 / libm::sqrtf(ss / n + eps),
+    }
 }
 
 /// Backward of [`layer_norm_rows`] without its affine part: given `xhat = (x − mean)·rstd`

@@ -25,7 +25,8 @@ use readout_core::{CoreError, CustomBackward, Real, Shape, Tape, Tensor, Var};
 use readout_kernels::elementwise::Unary;
 
 use super::fused::forward::{Sorted, Trajectory, solve_sorted, sort_by_set};
-use super::fused::hvp::{HvpEngine, LinearRef, NormRef, PotentialRef};
+use super::fused::hvp::HvpEngine;
+use super::fused::net::PotentialNet;
 use super::params::{EquilibriumParams, ResNetPotential, Sizes};
 use super::workspace::Workspace;
 use crate::error::LayerError;
@@ -61,37 +62,6 @@ fn dot<T: Real>(a: &[T], b: &[T]) -> T {
 fn axpy<T: Real>(alpha: T, x: &[T], y: &mut [T]) {
     for (yi, &xi) in y.iter_mut().zip(x) {
         *yi += alpha * xi;
-    }
-}
-
-/// The potential's weights as slices, in [`PotentialRef`]'s structure: every block's
-/// linear then the final `Linear(→ 1)`, the blocks' norms, the `res_trans` skips.
-fn potential_ref<'v, T>(sizes: &Sizes, p: &EquilibriumParams<&'v Vec<T>>) -> PotentialRef<'v, T> {
-    let lin = |l: &crate::module::Linear<&'v Vec<T>>| LinearRef {
-        weight: &l.weight[..],
-        // Every linear of the potential has a bias (PyG's `Linear(..., bias=True)`).
-        bias: l.bias.map_or(&[][..], |b| &b[..]),
-    };
-    let potential = &p.potential;
-    PotentialRef {
-        in_channels: sizes.cin,
-        out_channels: sizes.cout,
-        linears: potential
-            .blocks
-            .iter()
-            .map(|b| &b.linear)
-            .chain(core::iter::once(&potential.out))
-            .map(lin)
-            .collect(),
-        norms: potential
-            .blocks
-            .iter()
-            .map(|b| NormRef {
-                weight: &b.norm.weight[..],
-                bias: &b.norm.bias[..],
-            })
-            .collect(),
-        res_trans: potential.res_trans.iter().map(lin).collect(),
     }
 }
 
@@ -171,9 +141,9 @@ impl<T: Real> Adjoint<T> {
         let mut mbar = vec![T::ZERO; sets * cout];
         let (mut mubar, mut etabar) = (T::ZERO, T::ZERO);
         let two = T::from_f64(2.0);
-        let weights = potential_ref(&self.sizes, &p);
+        let weights = PotentialNet::new(&self.sizes, &p.potential);
         let s = &self.sorted;
-        let mut engine = HvpEngine::new(&weights, &s.x, &s.set_of, &s.ptr);
+        let mut engine = HvpEngine::new(weights, &s.x, &s.set_of, &s.ptr);
         for t in (0..self.traj.gs.len()).rev() {
             // y_{t+1} = y_t + m_t
             axpy(T::ONE, &y_bar, &mut mbar);

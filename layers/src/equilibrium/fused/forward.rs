@@ -26,12 +26,15 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use readout_core::Real;
-use readout_kernels::elementwise::{Unary, unary};
+use readout_kernels::elementwise::Unary;
 use readout_kernels::gemm::{GemmShape, gemm};
-use readout_kernels::rows::{layer_norm_backward_rows, layer_norm_rows};
+use readout_kernels::rows::{
+    NormTanhOut, NormTanhSaved, Skip, norm_tanh_backward_rows, norm_tanh_rows,
+};
 
 use super::super::params::{EquilibriumParams, Sizes};
 use super::super::workspace::Workspace;
+use super::net::{LinearRef, PotentialNet as Net};
 use crate::error::LayerError;
 use crate::module::LAYER_NORM_EPS;
 use crate::param::Bound;
@@ -45,30 +48,6 @@ const MIN_SPLIT_ROWS: usize = 16;
 /// Blocks per group: the unit of parallel work between two sequential sums into the
 /// sets (its `∂E/∂A` buffer is `GROUP · CHUNK · H` values).
 const GROUP: usize = 16;
-
-/// The potential's weights, laid out for the engine: the input maps are split and
-/// stacked (copied), the other weights are borrowed.
-struct Net<'p, T> {
-    cin: usize,
-    cout: usize,
-    hidden: Vec<usize>,
-    /// Total width `H` of the maps that read the raw input.
-    width: usize,
-    /// Column offset of `res_trans[j]` in `A` (the first block's map is at 0).
-    res_off: Vec<usize>,
-    /// `W_x` of every input map stacked: `[H, cin]`.
-    wx: Vec<T>,
-    /// `W_y` stacked: `[H, cout]`.
-    wy: Vec<T>,
-    /// Their biases: `[H]`.
-    b_in: Vec<T>,
-    /// Linear `i ≥ 1` weight `[h_i, h_{i−1}]` and bias, at index `i` (index 0 unused).
-    lin: Vec<(&'p [T], &'p [T])>,
-    /// LayerNorm weight and bias of block `i`.
-    norm: Vec<(&'p [T], &'p [T])>,
-    /// The final `Linear(→ 1)`'s weight `[h_L]` (its bias has no gradient).
-    w_final: &'p [T],
-}
 
 /// The values of bound parameters, read from the tape, in their modules.
 pub(crate) fn bound_values<T: Real>(
@@ -88,64 +67,12 @@ fn scalar<T: Real, V: AsRef<[T]>>(p: &V) -> T {
     p.as_ref().first().copied().unwrap_or(T::ZERO)
 }
 
-impl<'p, T: Real> Net<'p, T> {
-    fn new<V: AsRef<[T]>>(sizes: &Sizes, p: &'p EquilibriumParams<V>) -> Self {
-        let (cin, cout) = (sizes.cin, sizes.cout);
-        let c = cin + cout;
-        let pot = &p.potential;
-        // The input maps, in column order: the first layer's, then every res_trans.
-        let maps = core::iter::once(pot.input_linear()).chain(&pot.res_trans);
-        let (mut wx, mut wy, mut b_in, mut offs) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for map in maps {
-            offs.push(b_in.len());
-            for row in map.weight.as_ref().chunks_exact(c) {
-                wx.extend_from_slice(&row[..cin]);
-                wy.extend_from_slice(&row[cin..]);
-            }
-            if let Some(b) = &map.bias {
-                b_in.extend_from_slice(b.as_ref());
-            }
-        }
-        let width = b_in.len();
-        let mut lin: Vec<(&[T], &[T])> = vec![(&[], &[])];
-        for block in pot.blocks.iter().skip(1) {
-            let bias = block.linear.bias.as_ref().map_or(&[][..], AsRef::as_ref);
-            lin.push((block.linear.weight.as_ref(), bias));
-        }
-        let norm = pot
-            .blocks
-            .iter()
-            .map(|b| (b.norm.weight.as_ref(), b.norm.bias.as_ref()))
-            .collect();
-        let w_final = if pot.blocks.is_empty() {
-            &[]
-        } else {
-            pot.out.weight.as_ref()
-        };
-        Net {
-            cin,
-            cout,
-            hidden: sizes.hidden.clone(),
-            width,
-            res_off: offs[1..].to_vec(),
-            wx,
-            wy,
-            b_in,
-            lin,
-            norm,
-            w_final,
-        }
-    }
-}
-
-impl<T: Real> Net<'_, T> {
-    /// An estimate of the floating-point operations per element and inner step: the
-    /// hidden GEMMs forward and backward, and the LayerNorm/tanh row passes.
-    fn flops_per_row(&self) -> usize {
-        let pairs: usize = self.hidden.windows(2).map(|w| w[0] * w[1]).sum();
-        let rows: usize = self.hidden.iter().sum();
-        4 * pairs + 30 * rows + 4 * self.width
-    }
+/// An estimate of the floating-point operations per element and inner step: the
+/// hidden GEMMs forward and backward, and the LayerNorm/tanh row passes.
+fn flops_per_row<T>(net: &Net<T>) -> usize {
+    let pairs: usize = net.hidden.windows(2).map(|w| w[0] * w[1]).sum();
+    let rows: usize = net.hidden.iter().sum();
+    4 * pairs + 30 * rows + 4 * net.width
 }
 
 /// Per-block buffers, allocated once per forward (per thread).
@@ -154,10 +81,8 @@ struct Scratch<T> {
     xhat: Vec<Vec<T>>,
     rstd: Vec<Vec<T>>,
     t: Vec<Vec<T>>,
-    mean: Vec<T>,
     z: Vec<T>,
     dz: Vec<T>,
-    dln: Vec<T>,
     dpre: Vec<T>,
     da: Vec<T>,
 }
@@ -167,7 +92,7 @@ impl<T: Real> Scratch<T> {
     fn len(net: &Net<T>, rows: usize) -> usize {
         let hmax = net.hidden.iter().copied().max().unwrap_or(1);
         let per_layer: usize = net.hidden.iter().map(|&h| 2 * rows * h + rows).sum();
-        2 * rows * net.width + per_layer + rows + 4 * rows * hmax
+        2 * rows * net.width + per_layer + 3 * rows * hmax
     }
 
     /// Buffers for blocks of up to `rows ≤ CHUNK` elements (fewer than `CHUNK` when
@@ -182,10 +107,8 @@ impl<T: Real> Scratch<T> {
             xhat: per_layer(ws),
             rstd: net.hidden.iter().map(|_| ws.zeros(rows)).collect(),
             t: per_layer(ws),
-            mean: ws.zeros(rows),
             z: ws.zeros(rows * hmax),
             dz: ws.zeros(rows * hmax),
-            dln: ws.zeros(rows * hmax),
             dpre: ws.zeros(rows * hmax),
             da: ws.zeros(rows * net.width),
         }
@@ -194,9 +117,7 @@ impl<T: Real> Scratch<T> {
     /// Gives every buffer back to `ws`.
     fn put_back(self, ws: &mut Workspace<T>) {
         let per_layer = self.xhat.into_iter().chain(self.rstd).chain(self.t);
-        let single = [
-            self.a, self.mean, self.z, self.dz, self.dln, self.dpre, self.da,
-        ];
+        let single = [self.a, self.z, self.dz, self.dpre, self.da];
         for v in per_layer.chain(single) {
             ws.put(v);
         }
@@ -283,7 +204,7 @@ pub(crate) fn solve_sorted<T: Real, V: AsRef<[T]>>(
     keep: bool,
     ws: &mut Workspace<T>,
 ) -> Trajectory<T> {
-    let net = Net::<T>::new(sizes, p);
+    let net = Net::new(sizes, &p.potential);
     let n = sorted.set_of.len();
     let sets = sorted.ptr.len() - 1;
     let (h, cout) = (net.width, net.cout);
@@ -368,7 +289,7 @@ pub(crate) fn solve_sorted<T: Real, V: AsRef<[T]>>(
             };
             let rows = g1 - g0;
             let threads = super::threads_for(
-                rows * net.flops_per_row(),
+                rows * flops_per_row(&net),
                 rows.div_ceil(MIN_SPLIT_ROWS),
                 new_scratch,
             );
@@ -549,7 +470,7 @@ fn block<T: Real>(
             }
         } else {
             let hp = net.hidden[i - 1];
-            let (w, b) = net.lin[i];
+            let LinearRef { weight: w, bias: b } = net.lin[i];
             for prow in pre.chunks_exact_mut(hi) {
                 prow.copy_from_slice(b);
             }
@@ -562,35 +483,25 @@ fn block<T: Real>(
                 pre,
             );
         }
-        let xhat = &mut sc.xhat[i][..rows * hi];
-        layer_norm_rows(
+        // x̂, t = tanh(γ·x̂ + β) and z = t + r_i in one sweep per row.
+        // Replaces: LayerNorm::forward (layer_norm), tanh, add(skip).
+        let off = net.res_off[i];
+        norm_tanh_rows(
             pre,
             hi,
             eps,
-            None,
-            xhat,
-            (&mut sc.mean[..rows], &mut sc.rstd[i][..rows]),
+            (net.norms[i].weight, net.norms[i].bias),
+            Skip {
+                values: &a[off..],
+                stride: h,
+            },
+            NormTanhOut {
+                xhat: &mut sc.xhat[i][..rows * hi],
+                rstd: &mut sc.rstd[i][..rows],
+                t: &mut sc.t[i][..rows * hi],
+                z: &mut sc.z[..rows * hi],
+            },
         );
-        let (gamma, beta) = net.norm[i];
-        let affine = &mut sc.dln[..rows * hi];
-        for (arow, xrow) in affine.chunks_exact_mut(hi).zip(xhat.chunks_exact(hi)) {
-            for (((av, &xv), &gv), &bv) in arow.iter_mut().zip(xrow).zip(gamma).zip(beta) {
-                *av = xv * gv + bv;
-            }
-        }
-        let t = &mut sc.t[i][..rows * hi];
-        unary(Unary::Tanh, affine, t);
-        let off = net.res_off[i];
-        let z = &mut sc.z[..rows * hi];
-        for ((zrow, trow), arow) in z
-            .chunks_exact_mut(hi)
-            .zip(t.chunks_exact(hi))
-            .zip(a.chunks_exact(h))
-        {
-            for ((zv, &tv), &av) in zrow.iter_mut().zip(trow).zip(&arow[off..off + hi]) {
-                *zv = tv + av;
-            }
-        }
     }
     // Backward: dz = ∂E/∂F ⊗ w_final, then through the blocks in reverse.
     // Replaces: the backward rules of those ops (matmul, add, tanh, layer_norm) that
@@ -609,20 +520,17 @@ fn block<T: Real>(
         for (darow, dzrow) in da.chunks_exact_mut(h).zip(dz.chunks_exact(hi)) {
             darow[off..off + hi].copy_from_slice(dzrow);
         }
-        // Through tanh and the LayerNorm's affine part: ĝ = dz·(1 − t²)·γ.
-        let (gamma, _) = net.norm[i];
-        let dln = &mut sc.dln[..rows * hi];
-        for ((drow, dzrow), trow) in dln
-            .chunks_exact_mut(hi)
-            .zip(dz.chunks_exact(hi))
-            .zip(sc.t[i].chunks_exact(hi))
-        {
-            for (((d, &dzv), &tv), &gv) in drow.iter_mut().zip(dzrow).zip(trow).zip(gamma) {
-                *d = dzv * (T::ONE - tv * tv) * gv;
-            }
-        }
+        // Through tanh, the LayerNorm's affine part and its normalisation:
+        // q = dz·(1 − t²)·γ, dpre = rstd·(q − mean q − x̂·mean(q·x̂)), one sweep per row.
+        // Replaces: the backward of tanh and of layer_norm.
+        let saved = NormTanhSaved {
+            xhat: &sc.xhat[i][..rows * hi],
+            t: &sc.t[i][..rows * hi],
+            rstd: &sc.rstd[i][..rows],
+            weight: net.norms[i].weight,
+        };
         let dpre = &mut sc.dpre[..rows * hi];
-        layer_norm_backward_rows(&sc.xhat[i][..rows * hi], dln, &sc.rstd[i][..rows], dpre);
+        norm_tanh_backward_rows(saved, dz, dpre);
         if i == 0 {
             for (darow, drow) in da.chunks_exact_mut(h).zip(dpre.chunks_exact(hi)) {
                 darow[..hi].copy_from_slice(drow);
@@ -633,7 +541,7 @@ fn block<T: Real>(
                 &GemmShape::new(rows, hp, hi),
                 T::ONE,
                 dpre,
-                net.lin[i].0,
+                net.lin[i].weight,
                 T::ZERO,
                 &mut sc.dz[..rows * hp],
             );

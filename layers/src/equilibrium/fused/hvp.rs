@@ -111,44 +111,18 @@ use readout_core::Real;
 use readout_kernels::elementwise::{Unary, unary};
 use readout_kernels::gemm::{GemmShape, gemm};
 
+use super::net::{NormRef, PotentialNet};
+use crate::module::LAYER_NORM_EPS;
+
 /// Elements per block. With `2·rows` GEMM rows, a block's linear stays under the
 /// GEMM's own threading threshold up to widths of about 180, so blocks that run in
 /// parallel do not split their GEMMs again.
 const BLOCK_ROWS: usize = 64;
 /// Blocks per group: the unit of parallel work between two reductions.
 const GROUP_BLOCKS: usize = 16;
-/// PyTorch's `LayerNorm` default epsilon.
-const LAYER_NORM_EPS: f64 = 1e-5;
 
-/// A linear map's weights, borrowed: `weight [out, in]` row-major, `bias [out]`.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct LinearRef<'a, T> {
-    pub(crate) weight: &'a [T],
-    pub(crate) bias: &'a [T],
-}
-
-/// A LayerNorm's affine weights, borrowed: `weight [h]`, `bias [h]`.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct NormRef<'a, T> {
-    pub(crate) weight: &'a [T],
-    pub(crate) bias: &'a [T],
-}
-
-/// PyG's `ResNetPotential` weights as plain slices, in its module structure.
-#[derive(Clone, Debug)]
-pub(crate) struct PotentialRef<'a, T> {
-    pub(crate) in_channels: usize,
-    pub(crate) out_channels: usize,
-    /// `layers.{i}.0` for the `L` hidden blocks, then `layers.{L}` (to one output);
-    /// `linears[0]` reads `[x, y]`.
-    pub(crate) linears: Vec<LinearRef<'a, T>>,
-    /// `layers.{i}.1`, one per hidden block.
-    pub(crate) norms: Vec<NormRef<'a, T>>,
-    /// `res_trans.{j}`, `L + 1` maps of `[x, y]`.
-    pub(crate) res_trans: Vec<LinearRef<'a, T>>,
-}
-
-/// Gradients in the shape of [`PotentialRef`]: `(weight, bias)` per module.
+/// Gradients in the shape of PyG's `ResNetPotential`: `(weight, bias)` per module:
+/// `linears` are the blocks' linears then the final one, `norms` the blocks' norms.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct PotentialGrads<T> {
     pub(crate) linears: Vec<(Vec<T>, Vec<T>)>,
@@ -301,21 +275,8 @@ struct BlockOut<'o, T> {
 /// The read-only part of the engine: the weights laid out for blocks, the sorted
 /// elements and the `x` part of the input maps.
 struct Net<'a, T> {
-    cin: usize,
-    cout: usize,
-    hidden: Vec<usize>,
-    /// Total width `H` of the input maps: the first linear, then every `res_trans`.
-    width: usize,
-    /// Column of `res_trans[j]` in `A`.
-    res_off: Vec<usize>,
-    /// The input maps' `W_x` (`[H, cin]`) and `W_y` (`[H, cout]`), stacked.
-    wx: Vec<T>,
-    wy: Vec<T>,
-    /// `W_i`, `b_i` of hidden block `i ≥ 1` (index 0 unused).
-    lin: Vec<LinearRef<'a, T>>,
-    norms: Vec<NormRef<'a, T>>,
-    /// The last linear's weight (`[h_L]`; empty without hidden blocks).
-    w_final: &'a [T],
+    /// The potential's weights (the input maps stacked, width `H`).
+    w: PotentialNet<'a, T>,
     layout: HiddenLayout,
     /// Elements sorted by set: `x` rows, each one's set, and `1/|set|` per set.
     x: &'a [T],
@@ -365,38 +326,24 @@ impl<'a, T: Real> HvpEngine<'a, T> {
     /// An engine for the potential `w` on elements sorted by set: `x` (`[N, cin]`),
     /// `set_of[i]` (non-decreasing) and the sets' boundaries `ptr` (`S + 1` entries).
     pub(crate) fn new(
-        w: &PotentialRef<'a, T>,
+        w: PotentialNet<'a, T>,
         x: &'a [T],
         set_of: &'a [usize],
         ptr: &[usize],
     ) -> Self {
-        let (cin, cout) = (w.in_channels, w.out_channels);
-        let c = cin + cout;
-        let hidden: Vec<usize> = w.norms.iter().map(|n| n.weight.len()).collect();
-        let l = hidden.len();
-        let maps = core::iter::once(&w.linears[0]).chain(&w.res_trans);
-        let (mut wx, mut wy, mut b_in, mut offs) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for m in maps {
-            offs.push(b_in.len());
-            for row in m.weight.chunks_exact(c) {
-                wx.extend_from_slice(&row[..cin]);
-                wy.extend_from_slice(&row[cin..]);
-            }
-            b_in.extend_from_slice(m.bias);
-        }
-        let width = b_in.len();
+        let (cin, cout, width) = (w.cin, w.cout, w.width);
         let n = set_of.len();
         let sets = ptr.len() - 1;
         // x·W_xᵀ + b_in, once for every reverse step.
         let mut xw = vec![T::ZERO; n * width];
         for row in xw.chunks_exact_mut(width) {
-            row.copy_from_slice(&b_in);
+            row.copy_from_slice(&w.b_in);
         }
         gemm(
             &GemmShape::with_trans(n, width, cin, false, true),
             T::ONE,
             x,
-            &wx,
+            &w.wx,
             T::ONE,
             &mut xw,
         );
@@ -407,12 +354,9 @@ impl<'a, T: Real> HvpEngine<'a, T> {
                 k => T::ONE / T::from_usize(k),
             })
             .collect();
-        let layout = HiddenLayout::new(&hidden);
+        let layout = HiddenLayout::new(&w.hidden);
         let group_rows = n.min(GROUP_BLOCKS * BLOCK_ROWS);
         let blocks = group_rows.div_ceil(BLOCK_ROWS);
-        // Hidden block i ≥ 1 reads linears[i]; index 0 (the first map, stacked above)
-        // is a placeholder.
-        let lin = w.linears[..l.max(1)].to_vec();
         let acc = Accumulated {
             wx: vec![T::ZERO; width * cin],
             wy: vec![T::ZERO; width * cout],
@@ -432,21 +376,12 @@ impl<'a, T: Real> HvpEngine<'a, T> {
             scratch_rows: n.min(BLOCK_ROWS),
         };
         let net = Net {
-            cin,
-            cout,
-            width,
-            res_off: offs[1..].to_vec(),
-            wx,
-            wy,
-            lin,
-            norms: w.norms.clone(),
-            w_final: if l > 0 { w.linears[l].weight } else { &[] },
+            w,
             layout,
             x,
             set_of,
             inv_count,
             xw,
-            hidden,
         };
         HvpEngine { net, acc, buf }
     }
@@ -455,11 +390,11 @@ impl<'a, T: Real> HvpEngine<'a, T> {
     /// `y_bar`, for `y`, `v` and `y_bar` of `[S, out_channels]`.
     pub(crate) fn add_hvp(&mut self, y: &[T], v: &[T], y_bar: &mut [T]) {
         let net = &self.net;
-        let (h, cout) = (net.width, net.cout);
+        let (h, cout) = (net.w.width, net.w.cout);
         let sets = self.buf.yw.len() / h;
         let to_sets = GemmShape::with_trans(sets, h, cout, false, true);
-        gemm(&to_sets, T::ONE, y, &net.wy, T::ZERO, &mut self.buf.yw);
-        gemm(&to_sets, T::ONE, v, &net.wy, T::ZERO, &mut self.buf.vw);
+        gemm(&to_sets, T::ONE, y, &net.w.wy, T::ZERO, &mut self.buf.yw);
+        gemm(&to_sets, T::ONE, v, &net.w.wy, T::ZERO, &mut self.buf.vw);
         self.buf.abar_sets.fill(T::ZERO);
         self.buf.delta_sets.fill(T::ZERO);
         let n = net.set_of.len();
@@ -476,7 +411,7 @@ impl<'a, T: Real> HvpEngine<'a, T> {
             &GemmShape::new(sets, cout, h),
             T::ONE,
             &buf.abar_sets,
-            &net.wy,
+            &net.w.wy,
             T::ONE,
             y_bar,
         );
@@ -500,12 +435,12 @@ impl<'a, T: Real> HvpEngine<'a, T> {
         );
     }
 
-    /// The accumulated gradients, in [`PotentialRef`]'s shape, and `x̄` of the sorted
+    /// The accumulated gradients, in [`PotentialGrads`]' shape, and `x̄` of the sorted
     /// elements (`[N, cin]`).
     pub(crate) fn finish(self) -> (PotentialGrads<T>, Vec<T>) {
         let (net, acc) = (&self.net, &self.acc);
-        let (cin, cout) = (net.cin, net.cout);
-        let l = net.hidden.len();
+        let (cin, cout) = (net.w.cin, net.w.cout);
+        let l = net.w.hidden.len();
         // Map `j` of the stacked input maps: rows `off .. off + rows`.
         let unstack = |off: usize, rows: usize| {
             let mut weight = Vec::with_capacity(rows * (cin + cout));
@@ -515,26 +450,26 @@ impl<'a, T: Real> HvpEngine<'a, T> {
             }
             (weight, acc.b_in[off..off + rows].to_vec())
         };
-        let map_rows = |j: usize| net.hidden.get(j).copied().unwrap_or(1);
+        let map_rows = |j: usize| net.w.hidden.get(j).copied().unwrap_or(1);
         let flat = |o: usize, len: usize| acc.hidden[o..o + len].to_vec();
         let mut linears = vec![unstack(0, map_rows(0))];
         for i in 1..l {
             let (w, b) = net.layout.lin[i];
-            let (hi, hp) = (net.hidden[i], net.hidden[i - 1]);
+            let (hi, hp) = (net.w.hidden[i], net.w.hidden[i - 1]);
             linears.push((flat(w, hi * hp), flat(b, hi)));
         }
         if l > 0 {
             // F's bias does not move ∇_y F: no gradient.
-            linears.push((flat(net.layout.w_final, net.hidden[l - 1]), vec![T::ZERO]));
+            linears.push((flat(net.layout.w_final, net.w.hidden[l - 1]), vec![T::ZERO]));
         }
         let norms = (0..l)
             .map(|i| {
                 let (g, b) = net.layout.norm[i];
-                (flat(g, net.hidden[i]), flat(b, net.hidden[i]))
+                (flat(g, net.w.hidden[i]), flat(b, net.w.hidden[i]))
             })
             .collect();
         let res_trans = (0..=l)
-            .map(|j| unstack(net.res_off[j], map_rows(j)))
+            .map(|j| unstack(net.w.res_off[j], map_rows(j)))
             .collect();
         let grads = PotentialGrads {
             linears,
@@ -550,9 +485,9 @@ impl<T: Real> Net<'_, T> {
     /// hidden GEMMs: forward, `[z̄; ż̄]` and `W̄`, on primal and tangent rows; the row
     /// sweeps; the `x` GEMMs and sums of the group).
     fn flops_per_row(&self) -> usize {
-        let pairs: usize = self.hidden.windows(2).map(|w| w[0] * w[1]).sum();
-        let rows: usize = self.hidden.iter().sum();
-        12 * pairs + 50 * rows + 4 * self.width * (self.cin + 2)
+        let pairs: usize = self.w.hidden.windows(2).map(|w| w[0] * w[1]).sum();
+        let rows: usize = self.w.hidden.iter().sum();
+        12 * pairs + 50 * rows + 4 * self.w.width * (self.w.cin + 2)
     }
 }
 
@@ -570,7 +505,7 @@ struct Piece<'p, T> {
 /// the work pays for it: each block writes its own rows of `Ā` and `δ` and its own
 /// partial gradient, so the split does not change the result.
 fn run_group<T: Real>(net: &Net<T>, buf: &mut Buffers<T>, g0: usize, g1: usize) {
-    let h = net.width;
+    let h = net.w.width;
     let rows = g1 - g0;
     let blocks = rows.div_ceil(BLOCK_ROWS);
     // Blocks of equal size (at most BLOCK_ROWS), so that a group of 100 rows is 50 + 50
@@ -581,14 +516,14 @@ fn run_group<T: Real>(net: &Net<T>, buf: &mut Buffers<T>, g0: usize, g1: usize) 
     // A thread's first block also pays for its scratch (zeroed, page by page) if it
     // has none yet.
     let new_scratch = if buf.scratch.len() < 2 {
-        super::ZEROING_FLOPS_PER_VALUE * Scratch::<T>::len(h, &net.hidden, buf.scratch_rows)
+        super::ZEROING_FLOPS_PER_VALUE * Scratch::<T>::len(h, &net.w.hidden, buf.scratch_rows)
     } else {
         0
     };
     let threads = super::threads_for(rows * net.flops_per_row(), blocks, new_scratch);
     while buf.scratch.len() < threads {
         buf.scratch
-            .push(Scratch::new(h, &net.hidden, buf.scratch_rows));
+            .push(Scratch::new(h, &net.w.hidden, buf.scratch_rows));
     }
     let per = blocks.div_ceil(threads);
     let (yw, vw) = (&buf.yw[..], &buf.vw[..]);
@@ -647,7 +582,7 @@ fn reduce_group<T: Real>(
     g0: usize,
     g1: usize,
 ) {
-    let (h, cin) = (net.width, net.cin);
+    let (h, cin) = (net.w.width, net.w.cin);
     let rows = g1 - g0;
     let abar = &buf.abar[..rows * h];
     let delta = &buf.delta[..rows * h];
@@ -655,7 +590,7 @@ fn reduce_group<T: Real>(
         &GemmShape::new(rows, cin, h),
         T::ONE,
         abar,
-        &net.wx,
+        &net.w.wx,
         T::ONE,
         &mut acc.x[g0 * cin..g1 * cin],
     );
@@ -685,9 +620,9 @@ impl<T: Real> Net<'_, T> {
     /// One block of sorted elements `r0 ..` (as many as `out.abar` has rows): the
     /// forward pass with tangents, then the reverse pass of both (module doc).
     fn block(&self, sc: &mut Scratch<T>, yw: &[T], vw: &[T], r0: usize, out: BlockOut<T>) {
-        let h = self.width;
+        let h = self.w.width;
         let rows = out.abar.len() / h;
-        let l = self.hidden.len();
+        let l = self.w.hidden.len();
         let eps = T::from_f64(LAYER_NORM_EPS);
         let two = T::from_f64(2.0);
         let set_of = &self.set_of[r0..r0 + rows];
@@ -727,7 +662,7 @@ impl<T: Real> Net<'_, T> {
 
         // Forward, primal and tangent.
         for i in 0..l {
-            let hi = self.hidden[i];
+            let hi = self.w.hidden[i];
             let n = T::from_usize(hi);
             let pre_i = &mut pre[i][..2 * rows * hi];
             if i == 0 {
@@ -737,8 +672,8 @@ impl<T: Real> Net<'_, T> {
                 }
             } else {
                 // [p; ṗ] = [z; ż]·W_iᵀ (+ b_i on p)          (replaces: matmul, add)
-                let hp = self.hidden[i - 1];
-                let lin = self.lin[i];
+                let hp = self.w.hidden[i - 1];
+                let lin = self.w.lin[i];
                 gemm(
                     &GemmShape::with_trans(2 * rows, hi, hp, false, true),
                     T::ONE,
@@ -755,8 +690,12 @@ impl<T: Real> Net<'_, T> {
             let NormRef {
                 weight: gamma,
                 bias: beta,
-            } = self.norms[i];
+            } = self.w.norms[i];
             // Sweep 1: x̂ = (p − mean p)·σ, u = γ⊙x̂ + β        (replaces: layer_norm)
+            // (The fused kernel `rows::norm_tanh_rows` computes x̂, σ, t and z in one
+            // call, as the inference engine does, but made eq_small's training ~15 %
+            // slower here, measured 2026-12-02 and not yet understood: this sweep and
+            // the block-wide tanh stay until it is.)
             let centred = &mut row_a[..hi];
             let u = &mut u[..rows * hi];
             for r in 0..rows {
@@ -764,6 +703,14 @@ impl<T: Real> Net<'_, T> {
                 let mean = sum(prow) / n;
                 for (cv, &pv) in centred.iter_mut().zip(prow) {
                     *cv = pv - mean;
+                }
+                // Re-centred with the residues' mean: `mean` is rounded by up to half
+                // an ulp of itself, which on a row of small spread leaves Σ x̂ ≠ 0 and
+                // breaks the cancellations of the sweeps below (fuzz finding O3; the
+                // correction goes on the residue, where it is representable).
+                let c = sum(centred) / n;
+                for cv in centred.iter_mut() {
+                    *cv -= c;
                 }
                 let s = T::ONE / (dot(centred, centred) / n + eps).sqrt();
                 rstd[i][r] = s;
@@ -785,7 +732,7 @@ impl<T: Real> Net<'_, T> {
             // Sweep 2, tangents: x̂̇ = σ(ṗ − mean ṗ − x̂α), ż = (1 − t²)⊙γ⊙x̂̇ + ṙ, and
             // z = t + r                 (replaces: the recorded backward of layer_norm,
             // tanh and add, differentiated again)
-            let off = self.res_off[i];
+            let off = self.w.res_off[i];
             let (z, z_dot) = zz[i + 1][..2 * rows * hi].split_at_mut(rows * hi);
             for r in 0..rows {
                 let span = r * hi..(r + 1) * hi;
@@ -819,7 +766,7 @@ impl<T: Real> Net<'_, T> {
         } = out;
         part.fill(T::ZERO);
         if l > 0 {
-            let hl = self.hidden[l - 1];
+            let hl = self.w.hidden[l - 1];
             let z_dot = &zz[l][rows * hl..2 * rows * hl];
             let (zb, zdb) = zbar[..2 * rows * hl].split_at_mut(rows * hl);
             zb.fill(T::ZERO);
@@ -833,7 +780,7 @@ impl<T: Real> Net<'_, T> {
                 for ((wb, zb), (&zd, &wf)) in wf_bar
                     .iter_mut()
                     .zip(zdbrow)
-                    .zip(zdrow.iter().zip(self.w_final))
+                    .zip(zdrow.iter().zip(self.w.w_final))
                 {
                     *wb += c * zd;
                     *zb = c * wf;
@@ -841,10 +788,10 @@ impl<T: Real> Net<'_, T> {
             }
         }
         for i in (0..l).rev() {
-            let hi = self.hidden[i];
+            let hi = self.w.hidden[i];
             let n = T::from_usize(hi);
-            let off = self.res_off[i];
-            let gamma = self.norms[i].weight;
+            let off = self.w.res_off[i];
+            let gamma = self.w.norms[i].weight;
             let (zb, zdb) = zbar[..2 * rows * hi].split_at(rows * hi);
             let (pb, pdb) = pbar[..2 * rows * hi].split_at_mut(rows * hi);
             let (g_off, _) = self.layout.norm[i];
@@ -899,7 +846,7 @@ impl<T: Real> Net<'_, T> {
             if i > 0 {
                 // W̄_i += [p̄; ṗ̄]ᵀ·[z; ż], b̄_i += Σ p̄, [z̄; ż̄] = [p̄; ṗ̄]·W_i
                 // (replaces: matmul's backward, twice over)
-                let hp = self.hidden[i - 1];
+                let hp = self.w.hidden[i - 1];
                 let (w_off, b_off) = self.layout.lin[i];
                 gemm(
                     &GemmShape::with_trans(hi, hp, 2 * rows, true, false),
@@ -916,7 +863,7 @@ impl<T: Real> Net<'_, T> {
                     &GemmShape::new(2 * rows, hp, hi),
                     T::ONE,
                     &pbar[..2 * rows * hi],
-                    self.lin[i].weight,
+                    self.w.lin[i].weight,
                     T::ZERO,
                     &mut zbar[..2 * rows * hp],
                 );
@@ -930,7 +877,7 @@ impl<T: Real> Net<'_, T> {
         }
         // F's own input maps: Ḟ̄ = c reaches res_trans[L] (and, without hidden blocks,
         // the first linear) as δ; F itself is not in φ, so Ā = 0 there.
-        let last = self.res_off[l];
+        let last = self.w.res_off[l];
         for ((arow, drow), &s) in abar
             .chunks_exact_mut(h)
             .zip(delta.chunks_exact_mut(h))

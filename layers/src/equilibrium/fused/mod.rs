@@ -8,9 +8,11 @@
 //! - [`hvp`]: the Hessian-vector products of the adjoint training pass
 //!   (`InnerGrad::Adjoint`), written out by hand as reverse-over-forward through the
 //!   potential's Linear → LayerNorm → tanh blocks.
+//! - [`net`]: the potential's weights laid out for both engines.
 
 pub(crate) mod forward;
 pub(crate) mod hvp;
+pub(crate) mod net;
 
 /// Floating-point operations one thread should have before work is split across
 /// threads: about 40–60 µs of one core at the 35–50 GFLOP/s the block loops reach,
