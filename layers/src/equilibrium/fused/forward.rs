@@ -388,20 +388,7 @@ impl<T: Real> Blocks<'_, '_, T> {
                 self.one(s, k * per + j, out);
             }
         };
-        #[cfg(feature = "rayon")]
-        if blocks > per {
-            use rayon::prelude::*;
-            let pieces: Vec<_> = pieces.collect();
-            // Every thread has a piece: their GEMMs must not split again (see
-            // `on_this_thread`).
-            pieces
-                .into_par_iter()
-                .for_each(|p| readout_kernels::gemm::on_this_thread(|| run_piece(p)));
-            return;
-        }
-        // One thread was judged enough for all of it: its GEMMs, a part of that work,
-        // stay on it too.
-        readout_kernels::gemm::on_this_thread(|| pieces.for_each(run_piece));
+        super::run_pieces(pieces, blocks > per, run_piece);
     }
 
     /// Block `b` of the group: `out` gets its `∂E/∂A`.

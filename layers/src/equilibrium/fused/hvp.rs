@@ -556,20 +556,7 @@ fn run_group<T: Real>(net: &Net<T>, buf: &mut Buffers<T>, g0: usize, g1: usize) 
             net.block(piece.scratch, yw, vw, r0, out);
         }
     };
-    #[cfg(feature = "rayon")]
-    if threads > 1 {
-        use rayon::prelude::*;
-        let pieces: Vec<_> = pieces.collect();
-        // Every thread has a piece: their GEMMs must not split again (see
-        // `on_this_thread`).
-        pieces
-            .into_par_iter()
-            .for_each(|p| readout_kernels::gemm::on_this_thread(|| run_piece(p)));
-        return;
-    }
-    // One thread was judged enough for all of it: its GEMMs, a part of that work, stay
-    // on it too.
-    readout_kernels::gemm::on_this_thread(|| pieces.for_each(run_piece));
+    super::run_pieces(pieces, threads > 1, run_piece);
 }
 
 /// Adds a group's results to the gradients, on the calling thread, in element and

@@ -64,3 +64,26 @@ pub(crate) fn threads_for(work: usize, pieces: usize, setup: usize) -> usize {
         1
     }
 }
+
+/// Runs `run_piece` on every piece: in parallel when `parallel` (with the `rayon`
+/// feature), else one after the other on this thread. Either way the pieces' GEMMs
+/// stay on the thread that runs the piece ([`readout_kernels::gemm::on_this_thread`]):
+/// in parallel every thread already has a piece, and on one thread the GEMMs are only
+/// a part of work that was judged too small to split.
+pub(crate) fn run_pieces<P: Send>(
+    pieces: impl Iterator<Item = P>,
+    parallel: bool,
+    run_piece: impl Fn(P) + Send + Sync,
+) {
+    #[cfg(feature = "rayon")]
+    if parallel {
+        use rayon::prelude::*;
+        let pieces: alloc::vec::Vec<P> = pieces.collect();
+        pieces
+            .into_par_iter()
+            .for_each(|p| readout_kernels::gemm::on_this_thread(|| run_piece(p)));
+        return;
+    }
+    let _ = parallel;
+    readout_kernels::gemm::on_this_thread(|| pieces.for_each(run_piece));
+}
