@@ -324,6 +324,39 @@ mod threads {
             .install(f)
     }
 
+    /// Runs the adjoint training pass of `layer` on `n` random elements in `sets` random
+    /// sets, on 1 and on 2 threads: whether the outputs and gradients have the same
+    /// bits, in f64 and in f32.
+    fn same_bits_on_1_and_2_threads(
+        layer: &EquilibriumAggregation,
+        n: usize,
+        sets: usize,
+        rng: &mut ChaCha8Rng,
+    ) -> (bool, bool) {
+        let (cin, cout) = (layer.in_channels(), layer.out_channels());
+        let x = random(rng, &[n, cin]);
+        let r = random(rng, &[sets, cout]);
+        let index: Vec<i64> = (0..n).map(|_| rng.random_range(0..sets as i64)).collect();
+        let seg = Segments::Index(&index);
+        let run64 = || run_on(layer, &x, seg, Some(sets), &r, InnerGrad::Adjoint);
+        let (x32, r32): (Tensor<f32>, Tensor<f32>) = (x.cast(), r.cast());
+        let run32 = || run_on(layer, &x32, seg, Some(sets), &r32, InnerGrad::Adjoint);
+        let bits64 = |v: Vec<Vec<f64>>| -> Vec<Vec<u64>> {
+            v.iter()
+                .map(|t| t.iter().map(|x| x.to_bits()).collect())
+                .collect()
+        };
+        let bits32 = |v: Vec<Vec<f32>>| -> Vec<Vec<u32>> {
+            v.iter()
+                .map(|t| t.iter().map(|x| x.to_bits()).collect())
+                .collect()
+        };
+        (
+            bits64(on_threads(1, run64)) == bits64(on_threads(2, run64)),
+            bits32(on_threads(1, run32)) == bits32(on_threads(2, run32)),
+        )
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(3))]
 
@@ -338,21 +371,9 @@ mod threads {
             let mut rng = ChaCha8Rng::seed_from_u64(seed);
             let (cin, cout, sets) = (16, 8, 40);
             let layer = random_layer(cin, cout, &hidden, 3, &mut rng);
-            let x = random(&mut rng, &[n, cin]);
-            let r = random(&mut rng, &[sets, cout]);
-            let index: Vec<i64> = (0..n).map(|_| rng.random_range(0..sets as i64)).collect();
-            let seg = Segments::Index(&index);
-            let run64 = || run_on(&layer, &x, seg, Some(sets), &r, InnerGrad::Adjoint);
-            let (x32, r32): (Tensor<f32>, Tensor<f32>) = (x.cast(), r.cast());
-            let run32 = || run_on(&layer, &x32, seg, Some(sets), &r32, InnerGrad::Adjoint);
-            let bits64 = |v: Vec<Vec<f64>>| -> Vec<Vec<u64>> {
-                v.iter().map(|t| t.iter().map(|x| x.to_bits()).collect()).collect()
-            };
-            let bits32 = |v: Vec<Vec<f32>>| -> Vec<Vec<u32>> {
-                v.iter().map(|t| t.iter().map(|x| x.to_bits()).collect()).collect()
-            };
-            prop_assert!(bits64(on_threads(1, run64)) == bits64(on_threads(2, run64)));
-            prop_assert!(bits32(on_threads(1, run32)) == bits32(on_threads(2, run32)));
+            let (same64, same32) = same_bits_on_1_and_2_threads(&layer, n, sets, &mut rng);
+            prop_assert!(same64);
+            prop_assert!(same32);
         }
 
         /// One group smaller than a block, with enough steps to pay for a second
@@ -367,21 +388,9 @@ mod threads {
             let mut rng = ChaCha8Rng::seed_from_u64(seed);
             let (cin, cout) = (3, 5);
             let layer = random_layer(cin, cout, &[128, 128], 8, &mut rng);
-            let x = random(&mut rng, &[n, cin]);
-            let r = random(&mut rng, &[sets, cout]);
-            let index: Vec<i64> = (0..n).map(|_| rng.random_range(0..sets as i64)).collect();
-            let seg = Segments::Index(&index);
-            let run64 = || run_on(&layer, &x, seg, Some(sets), &r, InnerGrad::Adjoint);
-            let (x32, r32): (Tensor<f32>, Tensor<f32>) = (x.cast(), r.cast());
-            let run32 = || run_on(&layer, &x32, seg, Some(sets), &r32, InnerGrad::Adjoint);
-            let bits64 = |v: Vec<Vec<f64>>| -> Vec<Vec<u64>> {
-                v.iter().map(|t| t.iter().map(|x| x.to_bits()).collect()).collect()
-            };
-            let bits32 = |v: Vec<Vec<f32>>| -> Vec<Vec<u32>> {
-                v.iter().map(|t| t.iter().map(|x| x.to_bits()).collect()).collect()
-            };
-            prop_assert!(bits64(on_threads(1, run64)) == bits64(on_threads(2, run64)));
-            prop_assert!(bits32(on_threads(1, run32)) == bits32(on_threads(2, run32)));
+            let (same64, same32) = same_bits_on_1_and_2_threads(&layer, n, sets, &mut rng);
+            prop_assert!(same64);
+            prop_assert!(same32);
         }
     }
 }
