@@ -176,17 +176,15 @@ impl<T: Real> CustomBackward<T> for KlLoss<T> {
         for g in 0..b {
             self.columns(g, &mut c, &mut replaced);
             let (lo, hi) = (self.ptr[g] * k, self.ptr[g + 1] * k);
-            let mut drow_at = lo;
             cbar.fill(T::ZERO);
-            for (srow, drow) in self.s[lo..hi]
+            for ((srow, drow), lrow) in self.s[lo..hi]
                 .chunks_exact(k)
                 .zip(ds[lo..hi].chunks_exact_mut(k))
+                .zip(self.log_ratio[lo..hi].chunks_exact(k))
             {
                 let (den, den_replaced) = Self::row(srow, &c, &mut r);
                 // P̄ (into rbar) and the direct term of S̄; Σ_l P̄_il·P_il.
                 let mut dot = T::ZERO;
-                let lrow = &self.log_ratio[drow_at..drow_at + k];
-                drow_at += k;
                 for ((((pb, d), &rv), &sv), &lr) in rbar
                     .iter_mut()
                     .zip(drow.iter_mut())
