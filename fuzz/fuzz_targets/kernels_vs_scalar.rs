@@ -101,8 +101,12 @@ fn gemm(d: &mut Draw) {
                     bound_mag += (f64::from(beta) * f64::from(c0[at_c])).abs();
                 }
                 let bound = 2.0 * ((k as f64 + 2.0) * eps * bound_mag + 1e-30);
-                // Overflow or non-finite operands: the bound says nothing.
-                if !bound.is_finite() || bound_mag > f64::from(f32::MAX) / 4.0 {
+                // Overflow or non-finite operands: the bound says nothing. That includes
+                // products that overflow `f32` inside the sum even when `alpha = 0`
+                // hides them from `bound_mag`: the scalar sum then reaches ±inf (and
+                // `0·inf = NaN`) while an FMA path may cancel them exactly (finding H7).
+                let huge = f64::from(f32::MAX) / 4.0;
+                if !bound.is_finite() || bound_mag > huge || mag > huge {
                     continue;
                 }
                 let (g, w) = (f64::from(got[at_c]), f64::from(want[at_c]));
