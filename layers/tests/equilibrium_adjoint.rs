@@ -395,6 +395,58 @@ mod threads {
     }
 }
 
+/// The adjoint mode takes its buffers from the layer's workspace and leaves them there
+/// for the next call: a call after one on a larger input (whose leftover buffers are
+/// longer and hold its values) gives the bits of the same call on a fresh layer, in f64
+/// and f32. (A fresh clone starts with an empty workspace.)
+#[test]
+fn a_reused_workspace_gives_the_bits_of_a_fresh_one() {
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let layer = random_layer(5, 3, &[17, 9], 4, &mut rng);
+    let small = (random(&mut rng, &[40, 5]), random(&mut rng, &[3, 3]));
+    let large = (random(&mut rng, &[300, 5]), random(&mut rng, &[7, 3]));
+    let index =
+        |n: usize, sets: usize| -> Vec<i64> { (0..n).map(|i| (i * 5 % sets) as i64).collect() };
+    let (small_index, large_index) = (index(40, 3), index(300, 7));
+    let seg = Segments::Index(&small_index);
+    let (x, r): (Tensor<f32>, Tensor<f32>) = (small.0.cast(), small.1.cast());
+    let fresh64 = run_on(
+        &layer.clone(),
+        &small.0,
+        seg,
+        Some(3),
+        &small.1,
+        InnerGrad::Adjoint,
+    );
+    let fresh32 = run_on(&layer.clone(), &x, seg, Some(3), &r, InnerGrad::Adjoint);
+    let (lx32, lr32): (Tensor<f32>, Tensor<f32>) = (large.0.cast(), large.1.cast());
+    let large_seg = Segments::Index(&large_index);
+    run_on(
+        &layer,
+        &large.0,
+        large_seg,
+        Some(7),
+        &large.1,
+        InnerGrad::Adjoint,
+    );
+    run_on(&layer, &lx32, large_seg, Some(7), &lr32, InnerGrad::Adjoint);
+    assert!(layer.workspace_bytes() > 0, "the workspace kept nothing");
+    let reused64 = run_on(&layer, &small.0, seg, Some(3), &small.1, InnerGrad::Adjoint);
+    let reused32 = run_on(&layer, &x, seg, Some(3), &r, InnerGrad::Adjoint);
+    let bits64 = |v: &[Vec<f64>]| -> Vec<Vec<u64>> {
+        v.iter()
+            .map(|t| t.iter().map(|x| x.to_bits()).collect())
+            .collect()
+    };
+    let bits32 = |v: &[Vec<f32>]| -> Vec<Vec<u32>> {
+        v.iter()
+            .map(|t| t.iter().map(|x| x.to_bits()).collect())
+            .collect()
+    };
+    assert_eq!(bits64(&reused64), bits64(&fresh64));
+    assert_eq!(bits32(&reused32), bits32(&fresh32));
+}
+
 /// `InnerGrad::Record` at scale: the backward pass of the recorded loop frees each
 /// intermediate gradient once it has been used, so the buffers it leaves behind (all
 /// returned to the tape's pool) stay a fraction of the recorded graph. Before, every

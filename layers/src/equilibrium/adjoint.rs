@@ -28,7 +28,7 @@ use super::fused::forward::{Sorted, Trajectory, solve_sorted, sort_by_set};
 use super::fused::hvp::HvpEngine;
 use super::fused::net::PotentialNet;
 use super::params::{EquilibriumParams, ResNetPotential, Sizes};
-use super::workspace::Workspace;
+use super::workspace::{Cache, Workspace};
 use crate::error::LayerError;
 use crate::segments::Layout;
 
@@ -42,6 +42,8 @@ struct Adjoint<T> {
     values: Vec<Vec<T>>,
     sorted: Sorted<T>,
     traj: Trajectory<T>,
+    /// The layer's workspaces, for the reverse pass's buffers.
+    cache: Cache,
 }
 
 fn core_error(e: LayerError) -> CoreError {
@@ -66,7 +68,7 @@ fn axpy<T: Real>(alpha: T, x: &[T], y: &mut [T]) {
 }
 
 /// Runs the inner loop eagerly and returns the output as a node whose backward rule is
-/// the adjoint pass.
+/// the adjoint pass; both take their buffers from `cache`.
 pub(crate) fn forward<T: Real>(
     tape: &mut Tape<T>,
     sizes: &Sizes,
@@ -74,6 +76,7 @@ pub(crate) fn forward<T: Real>(
     params: &EquilibriumParams<Var>,
     x: Var,
     layout: &Layout,
+    cache: &Cache,
 ) -> Result<Var, LayerError> {
     let vars = params.clone().into_list();
     let mut shapes = Vec::with_capacity(vars.len());
@@ -84,9 +87,8 @@ pub(crate) fn forward<T: Real>(
         values.push(t.data().to_vec());
     }
     let sorted = sort_by_set(tape.value(x)?.data(), sizes.cin, layout);
-    let mut ws = Workspace::new();
     let typed = EquilibriumParams::from_list(sizes, values.iter())?;
-    let mut traj = solve_sorted(sizes, &typed, grad_iter, &sorted, true, &mut ws);
+    let mut traj = cache.with(|ws| solve_sorted(sizes, &typed, grad_iter, &sorted, true, ws));
     let y = traj.ys.last().cloned().unwrap_or_default();
     let sets = sorted.ptr.len() - 1;
     let value = Tensor::from_shape(Shape::d2(sets, sizes.cout), y)?;
@@ -100,6 +102,7 @@ pub(crate) fn forward<T: Real>(
         values,
         sorted,
         traj,
+        cache: cache.share(),
     };
     Ok(tape.custom(&inputs, value, Box::new(rule))?)
 }
@@ -110,12 +113,17 @@ impl<T: Real> CustomBackward<T> for Adjoint<T> {
     }
 
     fn backward(&self, grad: &Tensor<T>) -> Result<Vec<Option<Tensor<T>>>, CoreError> {
-        self.reverse(grad.data()).map_err(core_error)
+        let reverse = |ws: &mut Workspace<T>| self.reverse(grad.data(), ws);
+        self.cache.with(reverse).map_err(core_error)
     }
 }
 
 impl<T: Real> Adjoint<T> {
-    fn reverse(&self, ybar_out: &[T]) -> Result<Vec<Option<Tensor<T>>>, LayerError> {
+    fn reverse(
+        &self,
+        ybar_out: &[T],
+        ws: &mut Workspace<T>,
+    ) -> Result<Vec<Option<Tensor<T>>>, LayerError> {
         let (cin, cout) = (self.sizes.cin, self.sizes.cout);
         let n = self.sorted.set_of.len();
         let sets = self.sorted.ptr.len() - 1;
@@ -143,7 +151,7 @@ impl<T: Real> Adjoint<T> {
         let two = T::from_f64(2.0);
         let weights = PotentialNet::new(&self.sizes, &p.potential);
         let s = &self.sorted;
-        let mut engine = HvpEngine::new(weights, &s.x, &s.set_of, &s.ptr);
+        let mut engine = HvpEngine::new(weights, &s.x, &s.set_of, &s.ptr, ws);
         for t in (0..self.traj.gs.len()).rev() {
             // y_{t+1} = y_t + m_t
             axpy(T::ONE, &y_bar, &mut mbar);
@@ -198,6 +206,7 @@ impl<T: Real> Adjoint<T> {
         for (k, &row) in self.sorted.order.iter().enumerate() {
             x[row * cin..(row + 1) * cin].copy_from_slice(&x_sorted[k * cin..(k + 1) * cin]);
         }
+        ws.put(x_sorted);
         grads.push(Some(Tensor::from_shape(Shape::d2(n, cin), x)?));
         Ok(grads)
     }

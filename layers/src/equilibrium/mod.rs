@@ -97,7 +97,8 @@ pub struct EquilibriumAggregation {
     grad_iter: usize,
     initial_lamb: f32,
     params: Parameters,
-    /// Buffers [`EquilibriumAggregation::forward`] reuses across calls.
+    /// Buffers the fused engines (inference, and the adjoint mode's both passes)
+    /// reuse across calls.
     cache: workspace::Cache,
 }
 
@@ -184,9 +185,10 @@ impl EquilibriumAggregation {
         Ok(Tensor::from_shape(Shape::d2(sets, self.sizes.cout), y)?)
     }
 
-    /// Bytes of the buffers [`EquilibriumAggregation::forward`] keeps between calls
-    /// (it reuses them instead of allocating; they are sized by the largest input
-    /// seen, and dropped with the layer).
+    /// Bytes of the buffers the fused engines keep between calls
+    /// ([`EquilibriumAggregation::forward`], and [`InnerGrad::Adjoint`] and
+    /// [`InnerGrad::Eager`] on a tape): they reuse them instead of allocating; they are
+    /// sized by the largest input seen, and dropped with the layer.
     pub fn workspace_bytes(&self) -> usize {
         self.cache.bytes()
     }
@@ -242,20 +244,24 @@ impl EquilibriumAggregation {
         match mode {
             InnerGrad::Record => modules.record(tape, &self.sizes, self.grad_iter, x, &layout),
             InnerGrad::Adjoint => {
-                adjoint::forward(tape, &self.sizes, self.grad_iter, &modules, x, &layout)
+                let cache = &self.cache;
+                adjoint::forward(
+                    tape,
+                    &self.sizes,
+                    self.grad_iter,
+                    &modules,
+                    x,
+                    &layout,
+                    cache,
+                )
             }
             InnerGrad::Eager => {
                 let xv: Vec<T> = tape.value(x)?.data().to_vec();
                 let values = fused::forward::bound_values(tape, &self.sizes, params)?;
-                let mut ws = workspace::Workspace::new();
-                let y = fused::forward::solve(
-                    &self.sizes,
-                    &values,
-                    self.grad_iter,
-                    &xv,
-                    &layout,
-                    &mut ws,
-                );
+                let (sizes, iters) = (&self.sizes, self.grad_iter);
+                let y = self
+                    .cache
+                    .with(|ws| fused::forward::solve(sizes, &values, iters, &xv, &layout, ws));
                 Ok(tape.constant(Tensor::from_shape(Shape::d2(sets, self.sizes.cout), y)?))
             }
         }

@@ -111,6 +111,7 @@ use readout_core::Real;
 use readout_kernels::elementwise::{Unary, unary};
 use readout_kernels::gemm::{GemmShape, gemm};
 
+use super::super::workspace::Workspace;
 use super::net::{NormRef, PotentialNet};
 use crate::module::LAYER_NORM_EPS;
 
@@ -240,26 +241,46 @@ impl<T: Real> Scratch<T> {
         2 * rows * width + per_block + 5 * rows * hmax + 2 * hmax
     }
 
-    fn new(width: usize, hidden: &[usize], rows: usize) -> Self {
+    fn new(width: usize, hidden: &[usize], rows: usize, ws: &mut Workspace<T>) -> Self {
         let hmax = hidden.iter().copied().max().unwrap_or(0);
-        let per = |f: usize| hidden.iter().map(|&h| vec![T::ZERO; f * h]).collect();
+        let mut per = |f: usize| hidden.iter().map(|&h| ws.zeros(f * h)).collect();
+        let (pre, xhat, xhat_dot, t) = (per(2 * rows), per(rows), per(rows), per(rows));
         let mut zz = vec![Vec::new()];
-        zz.extend(hidden.iter().map(|&h| vec![T::ZERO; 2 * rows * h]));
+        zz.extend(hidden.iter().map(|&h| ws.zeros(2 * rows * h)));
         Scratch {
-            a: vec![T::ZERO; rows * width],
-            a_dot: vec![T::ZERO; rows * width],
-            pre: per(2 * rows),
-            xhat: per(rows),
-            xhat_dot: per(rows),
-            t: per(rows),
-            rstd: hidden.iter().map(|_| vec![T::ZERO; rows]).collect(),
-            alpha: hidden.iter().map(|_| vec![T::ZERO; rows]).collect(),
+            a: ws.zeros(rows * width),
+            a_dot: ws.zeros(rows * width),
+            pre,
+            xhat,
+            xhat_dot,
+            t,
+            rstd: hidden.iter().map(|_| ws.zeros(rows)).collect(),
+            alpha: hidden.iter().map(|_| ws.zeros(rows)).collect(),
             zz,
-            zbar: vec![T::ZERO; 2 * rows * hmax],
-            pbar: vec![T::ZERO; 2 * rows * hmax],
-            row_a: vec![T::ZERO; hmax],
-            row_b: vec![T::ZERO; hmax],
-            u: vec![T::ZERO; rows * hmax],
+            zbar: ws.zeros(2 * rows * hmax),
+            pbar: ws.zeros(2 * rows * hmax),
+            row_a: ws.zeros(hmax),
+            row_b: ws.zeros(hmax),
+            u: ws.zeros(rows * hmax),
+        }
+    }
+
+    /// Gives every buffer back to `ws`.
+    fn put_back(self, ws: &mut Workspace<T>) {
+        let lists = [
+            self.pre,
+            self.xhat,
+            self.xhat_dot,
+            self.t,
+            self.rstd,
+            self.alpha,
+            self.zz,
+        ];
+        let singles = [
+            self.a, self.a_dot, self.zbar, self.pbar, self.row_a, self.row_b, self.u,
+        ];
+        for v in lists.into_iter().flatten().chain(singles) {
+            ws.put(v);
         }
     }
 }
@@ -320,22 +341,26 @@ pub(crate) struct HvpEngine<'a, T> {
     net: Net<'a, T>,
     acc: Accumulated<T>,
     buf: Buffers<T>,
+    /// Where the buffers come from and go back to (the layer's, kept across calls).
+    ws: &'a mut Workspace<T>,
 }
 
 impl<'a, T: Real> HvpEngine<'a, T> {
     /// An engine for the potential `w` on elements sorted by set: `x` (`[N, cin]`),
-    /// `set_of[i]` (non-decreasing) and the sets' boundaries `ptr` (`S + 1` entries).
+    /// `set_of[i]` (non-decreasing) and the sets' boundaries `ptr` (`S + 1` entries),
+    /// with its buffers from `ws`.
     pub(crate) fn new(
         w: PotentialNet<'a, T>,
         x: &'a [T],
         set_of: &'a [usize],
         ptr: &[usize],
+        ws: &'a mut Workspace<T>,
     ) -> Self {
         let (cin, cout, width) = (w.cin, w.cout, w.width);
         let n = set_of.len();
         let sets = ptr.len() - 1;
         // x·W_xᵀ + b_in, once for every reverse step.
-        let mut xw = vec![T::ZERO; n * width];
+        let mut xw = ws.zeros(n * width);
         for row in xw.chunks_exact_mut(width) {
             row.copy_from_slice(&w.b_in);
         }
@@ -362,16 +387,16 @@ impl<'a, T: Real> HvpEngine<'a, T> {
             wy: vec![T::ZERO; width * cout],
             b_in: vec![T::ZERO; width],
             hidden: vec![T::ZERO; layout.len],
-            x: vec![T::ZERO; n * cin],
+            x: ws.zeros(n * cin),
         };
         let buf = Buffers {
-            yw: vec![T::ZERO; sets * width],
-            vw: vec![T::ZERO; sets * width],
-            abar_sets: vec![T::ZERO; sets * width],
-            delta_sets: vec![T::ZERO; sets * width],
-            abar: vec![T::ZERO; group_rows * width],
-            delta: vec![T::ZERO; group_rows * width],
-            partials: (0..blocks).map(|_| vec![T::ZERO; layout.len]).collect(),
+            yw: ws.zeros(sets * width),
+            vw: ws.zeros(sets * width),
+            abar_sets: ws.zeros(sets * width),
+            delta_sets: ws.zeros(sets * width),
+            abar: ws.zeros(group_rows * width),
+            delta: ws.zeros(group_rows * width),
+            partials: (0..blocks).map(|_| ws.zeros(layout.len)).collect(),
             scratch: Vec::new(),
             scratch_rows: n.min(BLOCK_ROWS),
         };
@@ -383,7 +408,7 @@ impl<'a, T: Real> HvpEngine<'a, T> {
             inv_count,
             xw,
         };
-        HvpEngine { net, acc, buf }
+        HvpEngine { net, acc, buf, ws }
     }
 
     /// Adds `∇_{θ,x} ⟨∇_y E_F(y), v⟩` to the engine's gradients and its `∇_y` to
@@ -401,7 +426,7 @@ impl<'a, T: Real> HvpEngine<'a, T> {
         let mut g0 = 0;
         while g0 < n {
             let g1 = (g0 + GROUP_BLOCKS * BLOCK_ROWS).min(n);
-            run_group(net, &mut self.buf, g0, g1);
+            run_group(net, &mut self.buf, self.ws, g0, g1);
             reduce_group(net, &mut self.buf, &mut self.acc, g0, g1);
             g0 = g1;
         }
@@ -436,7 +461,8 @@ impl<'a, T: Real> HvpEngine<'a, T> {
     }
 
     /// The accumulated gradients, in [`PotentialGrads`]' shape, and `x̄` of the sorted
-    /// elements (`[N, cin]`).
+    /// elements (`[N, cin]`, to give back to the workspace when read). The engine's
+    /// buffers go back to its workspace.
     pub(crate) fn finish(self) -> (PotentialGrads<T>, Vec<T>) {
         let (net, acc) = (&self.net, &self.acc);
         let (cin, cout) = (net.w.cin, net.w.cout);
@@ -476,7 +502,26 @@ impl<'a, T: Real> HvpEngine<'a, T> {
             norms,
             res_trans,
         };
-        (grads, self.acc.x)
+        let HvpEngine { net, acc, buf, ws } = self;
+        let Buffers {
+            yw,
+            vw,
+            abar_sets,
+            delta_sets,
+            abar,
+            delta,
+            partials,
+            scratch,
+            ..
+        } = buf;
+        for sc in scratch {
+            sc.put_back(ws);
+        }
+        let buffers = [yw, vw, abar_sets, delta_sets, abar, delta, net.xw];
+        for v in partials.into_iter().chain(buffers) {
+            ws.put(v);
+        }
+        (grads, acc.x)
     }
 }
 
@@ -504,7 +549,13 @@ struct Piece<'p, T> {
 /// Runs the blocks of sorted elements `g0 .. g1` (one group), on several threads when
 /// the work pays for it: each block writes its own rows of `Ā` and `δ` and its own
 /// partial gradient, so the split does not change the result.
-fn run_group<T: Real>(net: &Net<T>, buf: &mut Buffers<T>, g0: usize, g1: usize) {
+fn run_group<T: Real>(
+    net: &Net<T>,
+    buf: &mut Buffers<T>,
+    ws: &mut Workspace<T>,
+    g0: usize,
+    g1: usize,
+) {
     let h = net.w.width;
     let rows = g1 - g0;
     let blocks = rows.div_ceil(BLOCK_ROWS);
@@ -513,8 +564,7 @@ fn run_group<T: Real>(net: &Net<T>, buf: &mut Buffers<T>, g0: usize, g1: usize) 
     // `rows` only: the partial gradients, summed per block, do not change with the
     // number of threads.
     let block_rows = rows.div_ceil(blocks.max(1)).max(1);
-    // A thread's first block also pays for its scratch (zeroed, page by page) if it
-    // has none yet.
+    // A thread's first block also pays for its scratch (zeroed) if it has none yet.
     let new_scratch = if buf.scratch.len() < 2 {
         super::ZEROING_FLOPS_PER_VALUE * Scratch::<T>::len(h, &net.w.hidden, buf.scratch_rows)
     } else {
@@ -523,7 +573,7 @@ fn run_group<T: Real>(net: &Net<T>, buf: &mut Buffers<T>, g0: usize, g1: usize) 
     let threads = super::threads_for(rows * net.flops_per_row(), blocks, new_scratch);
     while buf.scratch.len() < threads {
         buf.scratch
-            .push(Scratch::new(h, &net.w.hidden, buf.scratch_rows));
+            .push(Scratch::new(h, &net.w.hidden, buf.scratch_rows, ws));
     }
     let per = blocks.div_ceil(threads);
     let (yw, vw) = (&buf.yw[..], &buf.vw[..]);
