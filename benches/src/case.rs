@@ -260,6 +260,7 @@ impl Prepared {
                 },
                 Mode::Train,
             ) => {
+                crate::alloc::count_reused(layer.workspace_bytes());
                 let (bound, xv) = start_step(layer.parameters_mut(), tape, x);
                 let y = layer.forward_on(
                     tape,
@@ -269,7 +270,8 @@ impl Prepared {
                     Some(*sets),
                     InnerGrad::Adjoint,
                 )?;
-                let weighted = tape.mask_mul(y, r.clone())?;
+                let r = tape.constant_copied(r);
+                let weighted = tape.mul(y, r)?;
                 let loss = tape.sum(weighted)?;
                 let value = f64::from(tape.value(loss)?.item());
                 let grads = tape.backward(loss)?;
@@ -305,9 +307,13 @@ impl Prepared {
                 let out = pooled.out();
                 let s = pooled.s(tape)?;
                 let kl = pooled.kl_loss(tape)?;
-                let wo = tape.mask_mul(out, r_out.clone())?;
+                let r_out = tape.constant_copied(r_out);
+                let wo = tape.mul(out, r_out)?;
                 let lo = tape.sum(wo)?;
-                let ws = tape.mask_mul(s, r_s.clone())?;
+                // Copies on the tape in recycled buffers (`r_s` is 32 MB on mp_skewed):
+                // a clone would be allocated afresh on every call.
+                let r_s = tape.constant_copied(r_s);
+                let ws = tape.mul(s, r_s)?;
                 let ls = tape.sum(ws)?;
                 let loss = tape.add(lo, ls)?;
                 let loss = tape.add(loss, kl)?;
@@ -369,5 +375,5 @@ fn start_step(params: &mut Parameters, tape: &mut Tape<f32>, x: &Tensor<f32>) ->
     tape.clear();
     crate::alloc::count_reused(tape.stats().bytes());
     let bound = params.bind(tape, true);
-    (bound, tape.constant(x.clone()))
+    (bound, tape.constant_copied(x))
 }

@@ -194,9 +194,6 @@ impl<T: Real> Tape<T> {
         let mut grads: Vec<Option<Var>> = vec![None; output.id() + 1];
         grads[output.id()] = Some(seed);
         let mut dead = Dead::new(self.nodes.len(), free_dead);
-        if free_dead {
-            self.raise_pool_limit();
-        }
         for id in (0..=output.id()).rev() {
             let Some(g) = grads[id] else { continue };
             let node = &self.nodes[id];

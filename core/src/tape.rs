@@ -11,6 +11,8 @@ use core::cell::RefCell;
 
 use crate::op::Op;
 use crate::pool::BufferPool;
+use readout_kernels::elementwise::Broadcast;
+
 use crate::{CoreError, Real, Tensor};
 
 /// A handle to a node of a [`Tape`]: cheap to copy, valid until the tape is truncated
@@ -112,6 +114,10 @@ pub struct Tape<T> {
     /// Freed values, for ops to write their outputs into. A `RefCell` so that an op
     /// can take a buffer while it holds references to its inputs' values.
     pool: RefCell<BufferPool<T>>,
+    /// Bytes the nodes' values hold now (kept up to date on every push and free, so
+    /// the pool's limit follows the most they ever held, backward temporaries
+    /// included).
+    held: usize,
 }
 
 impl<T: Real> Default for Tape<T> {
@@ -127,6 +133,7 @@ impl<T: Real> Tape<T> {
             nodes: Vec::new(),
             recording: true,
             pool: RefCell::new(BufferPool::default()),
+            held: 0,
         }
     }
 
@@ -138,6 +145,28 @@ impl<T: Real> Tape<T> {
     /// A leaf that does not require a gradient (data, masks, constants).
     pub fn constant(&mut self, value: Tensor<T>) -> Var {
         self.push_leaf(value, false)
+    }
+
+    /// A constant holding a copy of `value`, in a buffer recycled from the tape's
+    /// earlier values when one fits. For data that stays with the caller from step to
+    /// step (a fixed mask, a target): [`Tape::constant`] of a clone would allocate the
+    /// copy afresh on every step.
+    pub fn constant_copied(&mut self, value: &Tensor<T>) -> Var {
+        let n = value.numel();
+        let mut data = self.buffer_overwritten(n);
+        // A copy (split over threads when long).
+        readout_kernels::layout::expand(value.data(), Broadcast::Same, 1, n, &mut data);
+        self.constant(Tensor::raw(value.dims(), data))
+    }
+
+    /// `len` zeros in a buffer recycled from the tape's earlier values when one fits
+    /// (see [`Tape::clear`]): for the value of a custom node ([`Tape::custom`])
+    /// without a fresh allocation on every step. A long buffer is zeroed on every
+    /// thread of the rayon pool.
+    pub fn recycled_zeros(&self, len: usize) -> Vec<T> {
+        let mut v = self.buffer_overwritten(len);
+        readout_kernels::layout::expand(&[T::ZERO], Broadcast::Scalar, 1, len, &mut v);
+        v
     }
 
     /// A rank-0 constant.
@@ -213,10 +242,9 @@ impl<T: Real> Tape<T> {
     /// once, so a loop that truncates does not grow.
     pub fn truncate(&mut self, mark: Mark) {
         let at = mark.0.min(self.nodes.len());
-        let held: usize = self.nodes.iter().map(|n| n.value.bytes()).sum();
         let pool = self.pool.get_mut();
-        pool.raise_limit(held);
         for node in self.nodes.drain(at..) {
+            self.held -= node.value.bytes();
             pool.give(node.value.into_vec());
         }
     }
@@ -233,22 +261,26 @@ impl<T: Real> Tape<T> {
     /// Drops every node and frees all the memory the tape holds.
     pub fn release(&mut self) {
         self.nodes = Vec::new();
+        self.held = 0;
         self.pool.get_mut().release();
     }
 
     /// Gives the value of node `v` back to the buffer pool, leaving an empty value: for
-    /// temporaries of an eager backward sweep that nothing refers to any more. The
-    /// pool keeps up to what the tape's values held when the sweep started.
+    /// temporaries of an eager backward sweep that nothing refers to any more.
     pub(crate) fn free_value(&mut self, v: Var) {
         let empty = Tensor::raw(crate::Shape::d1(0), Vec::new());
         let value = core::mem::replace(&mut self.nodes[v.id()].value, empty);
+        self.held -= value.bytes();
         self.pool.get_mut().give(value.into_vec());
     }
 
-    /// Raises the pool's byte limit to the bytes the nodes' values hold now.
-    pub(crate) fn raise_pool_limit(&mut self) {
-        let held: usize = self.nodes.iter().map(|n| n.value.bytes()).sum();
-        self.pool.get_mut().raise_limit(held);
+    /// Counts a new node's value as held, and lets the pool keep as much as the
+    /// values have ever held at once (a backward pass's peak included: with only the
+    /// values held between steps as the limit, a step's last temporaries were freed
+    /// and allocated afresh, page faults and all, on every step).
+    fn hold(&mut self, value: &Tensor<T>) {
+        self.held += value.bytes();
+        self.pool.get_mut().raise_limit(self.held);
     }
 
     /// A buffer of `len` zeros for an op's output, recycled when the tape has one.
@@ -263,6 +295,7 @@ impl<T: Real> Tape<T> {
     }
 
     pub(crate) fn push_leaf(&mut self, value: Tensor<T>, requires_grad: bool) -> Var {
+        self.hold(&value);
         let id = self.nodes.len() as u32;
         self.nodes.push(Node {
             op: Op::Leaf,
@@ -280,6 +313,7 @@ impl<T: Real> Tape<T> {
         if !requires {
             return self.push_leaf(value, false);
         }
+        self.hold(&value);
         let id = self.nodes.len() as u32;
         self.nodes.push(Node {
             op,
@@ -292,6 +326,7 @@ impl<T: Real> Tape<T> {
 
     /// Appends a custom node (its inputs are in the op); it requires a gradient.
     pub(crate) fn push_custom(&mut self, op: Op<T>, value: Tensor<T>) -> Var {
+        self.hold(&value);
         let id = self.nodes.len() as u32;
         self.nodes.push(Node {
             op,

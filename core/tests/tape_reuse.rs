@@ -33,7 +33,7 @@ fn fresh(seed: f64) -> (f64, Vec<f64>) {
 fn reused_tape_matches_fresh_tapes_and_stays_bounded() {
     let mut tape = Tape::new();
     let mut sizes = Vec::new();
-    for i in 0..6 {
+    for i in 0..7 {
         tape.clear();
         let seed = f64::from(i % 3);
         assert_eq!(step(&mut tape, seed), fresh(seed), "step {i}");
@@ -43,8 +43,11 @@ fn reused_tape_matches_fresh_tapes_and_stays_bounded() {
     tape.clear();
     assert!(tape.stats().pooled_bytes > 0);
     assert!(tape.is_empty());
-    // Steady state after two steps: the same bytes held every step.
-    assert!(sizes[2..].iter().all(|&b| b == sizes[2]), "{sizes:?}");
+    // Steady state after three steps (the pool's limit grows to the backward pass's
+    // peak during the first, and the buffers kept settle by the third): the same bytes
+    // held every step, and never more than at the second.
+    assert!(sizes[3..].iter().all(|&b| b == sizes[3]), "{sizes:?}");
+    assert!(sizes[3] <= sizes[2], "{sizes:?}");
     tape.release();
     assert_eq!(tape.stats().pooled_bytes, 0);
 }
@@ -73,4 +76,31 @@ fn truncating_loop_stays_bounded() {
         "{held:?}"
     );
     assert!(last <= 2 * held[0], "{held:?}");
+}
+
+/// The pool keeps what a step's backward pass held at its peak, not only what the
+/// values held between steps: a step on a long tensor (`Σ w·r`, with `r` copied onto
+/// the tape) uses five buffers of its length — the copy of `r`, `w·r`, the expanded
+/// seed and `r·ḡ`, plus `w` itself — and all of them come back for the next step.
+/// (Before, the pool's limit missed the backward's temporaries, and every step
+/// allocated two long buffers afresh.)
+#[test]
+fn the_pool_keeps_a_steps_backward_temporaries() {
+    let n = 10_000;
+    let long = n * std::mem::size_of::<f64>();
+    let r = Tensor::from_vec(&[n], (0..n).map(|i| (i as f64 * 0.1).cos()).collect()).unwrap();
+    let mut tape = Tape::<f64>::new();
+    for step in 0..4 {
+        tape.clear();
+        let w = tape.variable(Tensor::from_vec(&[n], vec![0.5; n]).unwrap());
+        let rc = tape.constant_copied(&r);
+        assert_eq!(tape.value(rc).unwrap(), &r, "step {step}");
+        let wr = tape.mul(w, rc).unwrap();
+        let loss = tape.sum(wr).unwrap();
+        let grads = tape.backward(loss).unwrap();
+        assert_eq!(grads.get(w).unwrap(), &r, "step {step}");
+    }
+    tape.clear();
+    let kept = tape.stats().pooled_bytes;
+    assert!(kept >= 5 * long, "kept {kept} bytes, want 5 × {long}");
 }

@@ -159,8 +159,14 @@ pub fn expand<T: Real>(src: &[T], bcast: Broadcast, rows: usize, cols: usize, ou
     if out.is_empty() {
         return;
     }
-    match bcast {
-        Broadcast::Same => out.copy_from_slice(src),
+    // Long calls split over the rayon pool (`crate::parallel`), at row boundaries
+    // when `src` goes by rows.
+    let unit = match bcast {
+        Broadcast::Same | Broadcast::Scalar => 1,
+        Broadcast::Row | Broadcast::Col => cols,
+    };
+    crate::parallel::for_each_part(out, unit, |start, out| match bcast {
+        Broadcast::Same => out.copy_from_slice(&src[start..start + out.len()]),
         Broadcast::Scalar => out.fill(src[0]),
         Broadcast::Row => {
             for row in out.chunks_exact_mut(cols) {
@@ -168,9 +174,9 @@ pub fn expand<T: Real>(src: &[T], bcast: Broadcast, rows: usize, cols: usize, ou
             }
         }
         Broadcast::Col => {
-            for (row, &v) in out.chunks_exact_mut(cols).zip(src) {
+            for (row, &v) in out.chunks_exact_mut(cols).zip(&src[start / cols..]) {
                 row.fill(v);
             }
         }
-    }
+    });
 }

@@ -63,6 +63,7 @@ pub mod dispatch;
 pub mod elementwise;
 pub mod gemm;
 pub mod layout;
+pub mod parallel;
 pub mod real;
 pub mod reduce;
 pub mod rows;

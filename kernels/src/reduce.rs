@@ -2,8 +2,24 @@
 
 use crate::Real;
 
+/// Values per partial sum of a long [`sum_all`].
+const SUM_BLOCK: usize = 1 << 16;
+
 /// Sum of all values. Accumulates in blocks of 8 lanes to keep rounding error low.
+///
+/// From [`crate::parallel::PARALLEL_MIN_VALUES`] values on, the sum is taken in
+/// blocks of 65 536 values whose partial sums are added in order: the blocks run on
+/// the rayon pool's threads, and the result has the same bits on any number of
+/// threads (the blocks do not depend on it).
 pub fn sum_all<T: Real>(x: &[T]) -> T {
+    if x.len() < crate::parallel::PARALLEL_MIN_VALUES {
+        return sum_block(x);
+    }
+    crate::parallel::sum_of_blocks(x, SUM_BLOCK, sum_block)
+}
+
+/// [`sum_all`] of one block: 8 lanes.
+fn sum_block<T: Real>(x: &[T]) -> T {
     let mut lanes = [T::ZERO; 8];
     let mut chunks = x.chunks_exact(8);
     for c in &mut chunks {

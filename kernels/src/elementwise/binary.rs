@@ -64,10 +64,29 @@ impl Broadcast {
 ///
 /// # Panics
 /// If the lengths do not fit (`cols` must divide `a.len()` unless `a` is empty).
+///
+/// A long call is split over the rayon pool at row boundaries
+/// ([`crate::parallel`]); the result does not depend on the split.
 pub fn binary<T: Real>(op: Binary, a: &[T], b: &[T], bcast: Broadcast, cols: usize, out: &mut [T]) {
-    if let Some(call) = BinaryArgs::new(op, a, b, bcast, cols, out) {
-        T::run_kernel::<BinaryKernel>(call)
-    }
+    let Some(call) = BinaryArgs::new(op, a, b, bcast, cols, out) else {
+        return;
+    };
+    let BinaryArgs { a, b, out, .. } = call;
+    // Parts of whole rows when `b` goes by rows; else of any length (one row each).
+    let by_rows = matches!(bcast, Broadcast::Row | Broadcast::Col);
+    let unit = if by_rows { cols } else { 1 };
+    crate::parallel::for_each_part(out, unit, |start, out| {
+        let end = start + out.len();
+        let (b, cols) = match bcast {
+            Broadcast::Same => (&b[start..end], out.len()),
+            Broadcast::Scalar => (b, out.len()),
+            Broadcast::Row => (b, cols),
+            Broadcast::Col => (&b[start / cols..end / cols], cols),
+        };
+        if let Some(part) = BinaryArgs::new(op, &a[start..end], b, bcast, cols, out) {
+            T::run_kernel::<BinaryKernel>(part)
+        }
+    });
 }
 
 /// [`binary`] for `f32` on a given [`Path`] instead of the dispatched one (tests,

@@ -132,8 +132,15 @@ impl<T: Real> Unary<T> {
 ///
 /// # Panics
 /// If `x` and `out` differ in length.
+///
+/// A long call is split over the rayon pool ([`crate::parallel`]); the result does
+/// not depend on the split.
 pub fn unary<T: Real>(op: Unary<T>, x: &[T], out: &mut [T]) {
-    T::run_kernel::<UnaryKernel>(UnaryArgs::new(op, x, out))
+    assert_eq!(x.len(), out.len(), "unary: x and out differ in length");
+    crate::parallel::for_each_part(out, 1, |start, out| {
+        let x = &x[start..start + out.len()];
+        T::run_kernel::<UnaryKernel>(UnaryArgs::new(op, x, out))
+    });
 }
 
 /// [`unary`] for `f32` on a given [`Path`] instead of the dispatched one (tests,

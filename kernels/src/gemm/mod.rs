@@ -179,40 +179,9 @@ pub fn gemm_with(
 /// take on one core here (measured: see the crate README).
 pub const PARALLEL_MIN_FLOPS: u64 = 8_000_000;
 
-#[cfg(feature = "rayon")]
-std::thread_local! {
-    /// Set while the current thread runs inside [`on_this_thread`].
-    static ON_THIS_THREAD: core::cell::Cell<bool> = const { core::cell::Cell::new(false) };
-}
-
-/// Runs `f` with every [`gemm`] call it makes kept on the calling thread, whatever
-/// its size.
-///
-/// For callers that already split their work across the pool (the fused engines of
-/// `readout-layers` run blocks of rows on every thread): a GEMM that split again
-/// inside such a block would only hand half of its rows to a thread that is busy with
-/// a block of its own, and pack the same `B` twice. The result is the same either way
-/// (a GEMM's result does not depend on its split). Without the `rayon` feature this
-/// is just `f()`.
-pub fn on_this_thread<R>(f: impl FnOnce() -> R) -> R {
-    #[cfg(feature = "rayon")]
-    {
-        /// Restores the previous state, also if `f` panics.
-        struct Restore(bool);
-        impl Drop for Restore {
-            fn drop(&mut self) {
-                let was = self.0;
-                ON_THIS_THREAD.with(|c| c.set(was));
-            }
-        }
-        let _restore = Restore(ON_THIS_THREAD.with(|c| c.replace(true)));
-        f()
-    }
-    #[cfg(not(feature = "rayon"))]
-    {
-        f()
-    }
-}
+/// Runs `f` with every kernel call it makes kept on the calling thread (see
+/// [`crate::parallel::on_this_thread`]).
+pub use crate::parallel::on_this_thread;
 
 /// The arguments of one GEMM call (slices already checked against the shape).
 pub(crate) struct GemmArgs<'a, T> {
@@ -254,10 +223,9 @@ impl<'a, T: Real> GemmArgs<'a, T> {
         {
             use rayon::prelude::*;
             let sh = self.shape;
-            let threads = rayon::current_num_threads();
+            let threads = crate::parallel::threads_here();
             let mr = microkernel::MR;
-            let nested = ON_THIS_THREAD.with(|c| c.get());
-            if threads >= 2 && !nested && sh.flops() >= PARALLEL_MIN_FLOPS && sh.m >= 2 * mr {
+            if threads >= 2 && sh.flops() >= PARALLEL_MIN_FLOPS && sh.m >= 2 * mr {
                 let blocks = threads.min(sh.m / mr);
                 let rows = sh.m.div_ceil(blocks).div_ceil(mr) * mr;
                 let c_len = sh.c_len();

@@ -200,9 +200,10 @@ impl MemPooling {
         }
         let (plan, fused) = self.infer(x, &self.weights()?, args)?;
         let k = self.num_clusters;
-        // The real rows written straight into PyG's padded S, zeros around them, in
-        // one pass.
-        let s = fused::pad::pad_rows(&fused.s_rows, k, &plan.positions, plan.padded_rows());
+        // The real rows added into PyG's padded S (fresh zeroed memory: pages the
+        // kernel hands over already cleared).
+        let mut s = vec![0.0; plan.padded_rows() * k];
+        fused::pad::pad_rows(&fused.s_rows, k, &plan.positions, &mut s);
         Ok((
             self.out_tensor(&plan, fused.out)?,
             Tensor::from_vec(&[plan.batch_size, plan.max_nodes, k], s)?,

@@ -5,10 +5,10 @@
 //! 10 520 real rows in 512 000 padded ones, 32 MB of `f32`). The tape builds it as
 //! `scatter_add` into a zeroed `[B·N_max, K]` buffer, then `reshape` to
 //! `[B, N_max, K]`, which copies it; its backward copies the incoming gradient back
-//! through the reshape before gathering the real rows. Here the padded buffer is
-//! written once, in order: zeros up to each real row's position, the row, zeros to the
-//! end (no zeroing pass before the copy); the backward gathers the real rows straight
-//! from the incoming gradient.
+//! through the reshape before gathering the real rows. Here the real rows are added
+//! into a zeroed buffer recycled from the tape (zeroed on every thread of the pool when
+//! it is long), with no copy for the reshape; the backward gathers the real rows
+//! straight from the incoming gradient.
 
 use alloc::boxed::Box;
 use alloc::sync::Arc;
@@ -21,28 +21,17 @@ use super::super::validate::Plan;
 const NAME: &str = "MemPooling's fused padding of S (PoolPath::Ragged; for second-order \
      derivatives use PoolPath::RaggedTape, which records it op by op)";
 
-/// The rows `rows [N, K]` placed at the flat positions `positions` (one per row) of a
-/// zero `[total, K]` buffer. Positions must increase (as [`Plan::positions`] does);
-/// a row whose position does not increase on the previous one is a caller's bug
-/// (debug assertion) and is added where it goes, as `scatter_add` would.
+/// Adds the rows `rows [N, K]` into the zeroed `[total, K]` buffer `out` at the flat
+/// row positions `positions` (one per row; two rows at one position add up, as
+/// `scatter_add` would).
 ///
-/// Replaces: `scatter_add(rows, positions, total)` (and the zeroed buffer it fills).
-pub(crate) fn pad_rows<T: Real>(rows: &[T], k: usize, positions: &[usize], total: usize) -> Vec<T> {
-    let mut out = Vec::with_capacity(total * k);
+/// Replaces: `scatter_add(rows, positions, total)`.
+pub(crate) fn pad_rows<T: Real>(rows: &[T], k: usize, positions: &[usize], out: &mut [T]) {
     for (row, &at) in rows.chunks_exact(k).zip(positions) {
-        debug_assert!(at * k >= out.len(), "padding positions must increase");
-        if at * k >= out.len() {
-            // Zeros up to the row (written once, not zeroed then overwritten).
-            out.resize(at * k, T::ZERO);
-            out.extend_from_slice(row);
-        } else {
-            for (o, &v) in out[at * k..(at + 1) * k].iter_mut().zip(row) {
-                *o += v;
-            }
+        for (o, &v) in out[at * k..(at + 1) * k].iter_mut().zip(row) {
+            *o += v;
         }
     }
-    out.resize(total * k, T::ZERO);
-    out
 }
 
 /// The node's backward rule: the real rows of the incoming gradient.
@@ -67,8 +56,8 @@ pub(crate) fn record<T: Real>(
     plan: &Plan,
     k: usize,
 ) -> Result<Var, CoreError> {
-    let t = tape.value(s_rows)?;
-    let data = pad_rows(t.data(), k, &plan.positions, plan.padded_rows());
+    let mut data = tape.recycled_zeros(plan.padded_rows() * k);
+    pad_rows(tape.value(s_rows)?.data(), k, &plan.positions, &mut data);
     let value = Tensor::from_vec(&[plan.batch_size, plan.max_nodes, k], data)?;
     if !(tape.is_recording() && tape.requires_grad(s_rows)?) {
         return Ok(tape.constant(value));
