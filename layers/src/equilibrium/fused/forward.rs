@@ -280,10 +280,11 @@ pub(crate) fn solve_sorted<T: Real, V: AsRef<[T]>>(
         let mut g0 = 0;
         while g0 < n {
             let g1 = (g0 + GROUP * CHUNK).min(n);
-            // A thread without a scratch yet pays for clearing one (page by page), once
-            // per call: spread over the steps.
+            // A thread without a scratch yet pays for clearing one, once per call:
+            // spread over the steps.
             let new_scratch = if scratch.len() < 2 {
-                super::ZEROING_FLOPS_PER_VALUE * Scratch::len(&net, CHUNK.min(n)) / grad_iter.max(1)
+                super::CLEARING_FLOPS_PER_VALUE * Scratch::len(&net, CHUNK.min(n))
+                    / grad_iter.max(1)
             } else {
                 0
             };

@@ -566,7 +566,7 @@ fn run_group<T: Real>(
     let block_rows = rows.div_ceil(blocks.max(1)).max(1);
     // A thread's first block also pays for its scratch (zeroed) if it has none yet.
     let new_scratch = if buf.scratch.len() < 2 {
-        super::ZEROING_FLOPS_PER_VALUE * Scratch::<T>::len(h, &net.w.hidden, buf.scratch_rows)
+        super::CLEARING_FLOPS_PER_VALUE * Scratch::<T>::len(h, &net.w.hidden, buf.scratch_rows)
     } else {
         0
     };

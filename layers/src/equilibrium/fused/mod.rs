@@ -24,27 +24,25 @@ pub(crate) mod net;
 /// about a quarter from the second thread on a quiet machine (3.29 → 2.48 ms). What
 /// made small calls lose was not this bar but what came with the split: blocks of
 /// unequal size, GEMMs splitting again inside a thread's blocks, and the second
-/// thread's fresh scratch ([`ZEROING_FLOPS_PER_VALUE`]). Compare with
+/// thread's fresh scratch (now [`CLEARING_FLOPS_PER_VALUE`]). Compare with
 /// `cargo run --release -p readout-benches --example ab_threads -- NAME` (1 and 2
 /// threads interleaved, medians); see `benches/README.md`.
 #[cfg_attr(not(feature = "rayon"), allow(dead_code))]
 pub(crate) const MIN_FLOPS_PER_THREAD: usize = 2_000_000;
 
-/// What clearing one freshly allocated scratch value costs, in floating-point
-/// operations of the block loops. A new page is faulted in and cleared by the kernel,
-/// then zeroed again by `vec![0; n]`. Measured on eq_median's training call (one
-/// thread, `perf stat -e page-faults`): about 1 040 page faults per call, and the call
-/// 1.6 ms faster (4.4 → 2.75 ms) when glibc is told to keep its memory
-/// (`MALLOC_MMAP_THRESHOLD_`, `MALLOC_TRIM_THRESHOLD_`): ~1.5 µs per 4 KiB page,
-/// ~0.37 ns per `f32`, which the GEMMs of these loops (90 GFLOP/s on 100×256×256)
-/// would spend on ~33 operations. Counted twice that: the scratch is zeroed again
-/// on every call even when its pages are reused (inference keeps its workspace), and
-/// the second thread starts with cold caches. With 32, eq_median's inference split its
-/// 100 elements and ran 1.22× slower on 2 threads than on 1 (`ab_threads`, four runs,
-/// a loaded machine); with 64 it stays on one thread (1.00–1.01×). A second thread
-/// needs a scratch of its own, so on small calls this, not the wake-up, decides
-/// whether the thread pays.
-pub(crate) const ZEROING_FLOPS_PER_VALUE: usize = 64;
+/// What clearing one scratch value costs, in floating-point operations of the block
+/// loops: a `memset` in cache. Its memory is not fresh: the layer's workspace
+/// ([`super::workspace`]) keeps the scratches from one call to the next, so a second
+/// thread's pages are faulted in once per layer, not once per call.
+///
+/// History: while every call allocated its scratch, a new one cost page faults too
+/// (~1.5 µs per 4 KiB page here, measured on `eq_median`), counted as 64 operations
+/// per value; that kept `eq_median` on one thread, where splitting its 100 elements
+/// had run 1.22× slower. With the kept workspace, 8 per value lets it and the other
+/// small shapes split (`ab_threads`, interleaved, 2 threads against 1: `eq_median`
+/// infer 0.89 and train 0.88, `eqx_width_100` infer 0.73 — it had been 1.05–1.07,
+/// slower on 2 threads, when it stayed on one thread for its groups).
+pub(crate) const CLEARING_FLOPS_PER_VALUE: usize = 8;
 
 /// How many threads to split `work` floating-point operations over, in at most
 /// `pieces` pieces, when each thread beyond the first first costs `setup` operations

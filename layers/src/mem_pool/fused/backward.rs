@@ -105,6 +105,13 @@ pub(crate) const NAME: &str = "MemPooling's fused training nodes (PoolPath::Ragg
 /// one extra `[H·K, F]` add per 512 rows.
 const CHUNK_BLOCKS: usize = 2;
 
+/// Work per chunk from which the chunks run in parallel: 2 MFLOP, about 50 µs of a
+/// core, ten times what handing a chunk to a sleeping rayon worker costs here. (It was
+/// the GEMM kernel's 8 MFLOP; at 2 MFLOP `mp_proteins`' two chunks split, and its
+/// train call runs 12–15 % faster on 2 threads than on 1, where it ran as fast;
+/// `ab_threads`, four interleaved runs.)
+const MIN_CHUNK_FLOPS: usize = 2_000_000;
+
 /// Chunks in flight at once: bounds the partial sums held to `WAVE · (H·K·F + H·K + H)`
 /// values whatever the row count.
 const WAVE: usize = 16;
@@ -343,17 +350,14 @@ impl<T: Real> Assignment<T> {
 }
 
 /// Whether the chunks run in parallel: with the `rayon` feature, more than one thread,
-/// at least two chunks, and at least the GEMM kernel's own threshold of work per
-/// chunk (the backward does about `6·H·K·F` FLOPs per row in its three GEMMs, and the
-/// forward's recomputation of a block is one of them), so that a thread's share is
-/// far above the cost of handing it over.
+/// at least two chunks, and at least [`MIN_CHUNK_FLOPS`] of work per chunk (the
+/// backward does about `6·H·K·F` FLOPs per row in its three GEMMs, and the forward's
+/// recomputation of a block is one of them).
 fn parallel(n: usize, hk: usize, f: usize, chunks: usize) -> bool {
     #[cfg(feature = "rayon")]
     {
         let per_chunk = 6 * (BLOCK * CHUNK_BLOCKS).min(n) * hk * f;
-        rayon::current_num_threads() > 1
-            && chunks >= 2
-            && per_chunk as u64 >= readout_kernels::gemm::PARALLEL_MIN_FLOPS
+        rayon::current_num_threads() > 1 && chunks >= 2 && per_chunk >= MIN_CHUNK_FLOPS
     }
     #[cfg(not(feature = "rayon"))]
     {
@@ -389,6 +393,8 @@ struct BackScratch<T> {
     dz: Vec<T>,
     /// `Σ_hj d̄_hj` per row, `[BLOCK]`.
     drow: Vec<T>,
+    /// The Student-t backward's factors `−(p/τ)·w_h·(ḡz_j − c_h)`, `[BLOCK, H·K]`.
+    factors: Vec<T>,
 }
 
 impl<T: Real> BackScratch<T> {
@@ -398,6 +404,7 @@ impl<T: Real> BackScratch<T> {
             s: vec![T::ZERO; BLOCK * w.k],
             dz: vec![T::ZERO; BLOCK * w.k],
             drow: vec![T::ZERO; BLOCK],
+            factors: vec![T::ZERO; BLOCK * w.h * w.k],
         }
     }
 }
@@ -438,14 +445,18 @@ fn chunk<T: Real>(w: &Weights<'_, T>, knorm: &[T], task: Task<'_, T>, sc: &mut B
         // distances (replaces the rules of matmul with w ⊗ I_K and of the matmul that
         // built it, of div and sum_rows, and of student_t):
         // c_h = Σ_j ḡz_j·n_hj, w̄_h += c_h, d̄_hj = −(p/τ)·w_h·(ḡz_j − c_h)·n_hj/(1 + d_hj/τ).
+        // First the factors `−(p/τ)·w_h·(ḡz_j − c_h)` of the block's rows, then one
+        // flat pass over all its `m·H·K` values, which the compiler vectorises (per
+        // head, the pass was `K` values long: 10 to 16).
         let d = &mut sc.fwd.d[..m * hk];
         let n_all = &sc.fwd.q[..m * hk];
-        for ((drow, nrow), dzr) in d
+        let factors = &mut sc.factors[..m * hk];
+        for ((frow, nrow), dzr) in factors
             .chunks_exact_mut(hk)
             .zip(n_all.chunks_exact(hk))
             .zip(dz.chunks_exact(k))
         {
-            for (((dh, nh), &wh), dwh) in drow
+            for (((fh, nh), &wh), dwh) in frow
                 .chunks_exact_mut(k)
                 .zip(nrow.chunks_exact(k))
                 .zip(w.conv)
@@ -454,10 +465,13 @@ fn chunk<T: Real>(w: &Weights<'_, T>, knorm: &[T], task: Task<'_, T>, sc: &mut B
                 let c = dzr.iter().zip(nh).fold(T::ZERO, |a, (&g, &nv)| a + g * nv);
                 *dwh += c;
                 let a = -(p * inv_tau) * wh;
-                for ((dv, &nv), &g) in dh.iter_mut().zip(nh).zip(dzr) {
-                    *dv = a * (g - c) * nv / (T::ONE + *dv * inv_tau);
+                for (fv, &g) in fh.iter_mut().zip(dzr) {
+                    *fv = a * (g - c);
                 }
             }
+        }
+        for ((dv, &nv), &fv) in d.iter_mut().zip(n_all).zip(factors.iter()) {
+            *dv = fv * nv / (T::ONE + *dv * inv_tau);
         }
         // Distances' backward (replaces the rules of add, clamp_min, and the matmul,
         // scale, square and sum_rows that built ‖x‖², ‖k‖² and −2·x·kᵀ):
