@@ -136,7 +136,8 @@ fn check_forward(rows: usize, cols: usize, shift: f32, seed: u32) {
 #[test]
 fn norm_tanh_matches_reference() {
     for cols in WIDTHS {
-        for rows in [1, 3] {
+        // 1 and 3 rows: one row at a time; 8 and 19: blocks of 8 rows' statistics.
+        for rows in [1, 3, 8, 19] {
             for shift in [0.0, 5.0, -30.0] {
                 for seed in [1, 77, 4242] {
                     check_forward(rows, cols, shift, seed);

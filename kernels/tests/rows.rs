@@ -94,7 +94,7 @@ proptest! {
     /// hence bounds of the form `(2·cols + 16)·ε` relative to each term's magnitude.
     #[test]
     fn layer_norm_matches_reference(
-        rows in 0usize..5,
+        rows in prop_oneof![0usize..5, 7usize..20],
         cols in prop_oneof![prop::sample::select(&[1usize, 7, 8, 9, 15, 16, 17, 31, 33][..]), 1usize..80],
         off in 0usize..4,
         shift in prop::sample::select(&[0.0f32, 5.0, -30.0][..]),
@@ -322,6 +322,56 @@ fn layer_norm_of_a_narrow_row_is_centred() {
                     (f64::from(o) - want).abs() <= 1e-6 * (1.0 + want.abs()),
                     "{path:?} {row:?}: x̂ {o} vs {want}"
                 );
+            }
+        }
+    }
+}
+
+/// The SIMD paths take the statistics of 8 rows at once: each row gets the bits it
+/// gets alone (the same operations in the same order), whatever its place in a block
+/// of 8 and in the rows left over after the last block.
+#[test]
+fn layer_norm_rows_in_blocks_of_8_match_rows_alone() {
+    for cols in [1usize, 7, 8, 9, 32, 33, 64] {
+        let rows = 19;
+        let x = lcg_values(rows * cols, cols as u32, 6.0, 2.5);
+        let w = lcg_values(cols, 5, 2.0, 1.0);
+        let b = lcg_values(cols, 6, 2.0, 0.0);
+        for path in paths() {
+            for affine in [None, Some((&w[..], &b[..]))] {
+                let n = rows * cols;
+                let (mut out, mut mean, mut rstd) =
+                    (vec![0.0f32; n], vec![0.0; rows], vec![0.0; rows]);
+                layer_norm_rows_with(
+                    path,
+                    &x,
+                    cols,
+                    1e-5,
+                    affine,
+                    &mut out,
+                    (&mut mean, &mut rstd),
+                );
+                for r in 0..rows {
+                    let xr = &x[r * cols..(r + 1) * cols];
+                    let (mut o1, mut m1, mut s1) = (vec![0.0f32; cols], [0.0f32], [0.0f32]);
+                    layer_norm_rows_with(path, xr, cols, 1e-5, affine, &mut o1, (&mut m1, &mut s1));
+                    let block: Vec<u32> = out[r * cols..(r + 1) * cols]
+                        .iter()
+                        .map(|v| v.to_bits())
+                        .collect();
+                    let alone: Vec<u32> = o1.iter().map(|v| v.to_bits()).collect();
+                    assert_eq!(block, alone, "{path:?} cols {cols} row {r}");
+                    assert_eq!(
+                        mean[r].to_bits(),
+                        m1[0].to_bits(),
+                        "{path:?} cols {cols} row {r}"
+                    );
+                    assert_eq!(
+                        rstd[r].to_bits(),
+                        s1[0].to_bits(),
+                        "{path:?} cols {cols} row {r}"
+                    );
+                }
             }
         }
     }

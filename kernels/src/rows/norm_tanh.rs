@@ -21,7 +21,7 @@ use crate::Real;
 use crate::dispatch::{self, Kernel, Path};
 use crate::simd::{LANES, Simd, math};
 
-use super::layer_norm::{RowStats, row_stats, row_stats_ref};
+use super::layer_norm::{RowStats, next_row_stats, row_stats_ref};
 
 /// A residual input added to every output row: row `r` is
 /// `values[r·stride .. r·stride + cols]` (a column range of a wider matrix; `stride = 0`
@@ -199,30 +199,37 @@ impl Kernel for NormTanhKernel {
             skip,
             out,
         } = call;
-        let rows = p
-            .chunks_exact(cols)
-            .zip(out.xhat.chunks_exact_mut(cols))
-            .zip(out.t.chunks_exact_mut(cols))
-            .zip(out.z.chunks_exact_mut(cols))
-            .zip(out.rstd.iter_mut());
-        for (r, ((((pr, xr), tr), zr), rs_out)) in rows.enumerate() {
-            let RowStats { mu0, c, rstd } = row_stats(s, pr, eps);
-            *rs_out = rstd;
-            let (vmu0, vc, vrs) = (s.splat(mu0), s.splat(c), s.splat(rstd));
-            let sr = &skip.values[r * skip.stride..r * skip.stride + cols];
-            let ins = pr.chunks(LANES).zip(sr.chunks(LANES));
-            let params = weight.chunks(LANES).zip(bias.chunks(LANES));
-            let outs = xr
-                .chunks_mut(LANES)
-                .zip(tr.chunks_mut(LANES))
-                .zip(zr.chunks_mut(LANES));
-            for (((pi, si), (wi, bi)), ((xo, to), zo)) in ins.zip(params).zip(outs) {
-                let xh = s.mul(s.sub(s.sub(s.load_any(pi), vmu0), vc), vrs);
-                s.store_any(xo, xh);
-                let t = math::tanh(s, s.fma(xh, s.load_any(wi), s.load_any(bi)));
-                s.store_any(to, t);
-                s.store_any(zo, s.add(t, s.load_any(si)));
+        let rows = p.len() / cols;
+        let mut stats = [RowStats::default(); 8];
+        let mut r0 = 0;
+        while r0 < rows {
+            let done = next_row_stats(s, p, cols, eps, r0, &mut stats);
+            for (r, &RowStats { mu0, c, rstd }) in (r0..).zip(&stats[..done]) {
+                let at = r * cols..(r + 1) * cols;
+                let pr = &p[at.clone()];
+                let (xr, tr, zr) = (
+                    &mut out.xhat[at.clone()],
+                    &mut out.t[at.clone()],
+                    &mut out.z[at],
+                );
+                out.rstd[r] = rstd;
+                let (vmu0, vc, vrs) = (s.splat(mu0), s.splat(c), s.splat(rstd));
+                let sr = &skip.values[r * skip.stride..r * skip.stride + cols];
+                let ins = pr.chunks(LANES).zip(sr.chunks(LANES));
+                let params = weight.chunks(LANES).zip(bias.chunks(LANES));
+                let outs = xr
+                    .chunks_mut(LANES)
+                    .zip(tr.chunks_mut(LANES))
+                    .zip(zr.chunks_mut(LANES));
+                for (((pi, si), (wi, bi)), ((xo, to), zo)) in ins.zip(params).zip(outs) {
+                    let xh = s.mul(s.sub(s.sub(s.load_any(pi), vmu0), vc), vrs);
+                    s.store_any(xo, xh);
+                    let t = math::tanh(s, s.fma(xh, s.load_any(wi), s.load_any(bi)));
+                    s.store_any(to, t);
+                    s.store_any(zo, s.add(t, s.load_any(si)));
+                }
             }
+            r0 += done;
         }
     }
 }

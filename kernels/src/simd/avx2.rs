@@ -155,6 +155,25 @@ mod ops {
         _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(a)
     }
 
+    /// Lane `r`: `((t0 + t4) + (t1 + t5)) + ((t2 + t6) + (t3 + t7))` of the lanes `t`
+    /// of `v[r]`, `reduce_add`'s order. The halves of rows `r` and `r + 4` are added
+    /// in one vector (`u`), then two rounds of pairwise adds (`hadd`) put row `r`'s sum
+    /// in lane `r`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn reduce_add_8(v: [__m256; 8]) -> __m256 {
+        let mut u = [_mm256_setzero_ps(); 4];
+        for (r, ur) in u.iter_mut().enumerate() {
+            let (a, b) = (v[r], v[r + 4]);
+            let lows = _mm256_permute2f128_ps::<0x20>(a, b);
+            let highs = _mm256_permute2f128_ps::<0x31>(a, b);
+            *ur = _mm256_add_ps(lows, highs);
+        }
+        let first = _mm256_hadd_ps(u[0], u[1]);
+        let second = _mm256_hadd_ps(u[2], u[3]);
+        _mm256_hadd_ps(first, second)
+    }
+
     #[inline]
     #[target_feature(enable = "avx2,fma")]
     pub(super) fn lt(a: __m256, b: __m256) -> __m256 {
@@ -358,6 +377,10 @@ impl Simd for Avx2 {
         let mut t = [0.0f32; LANES];
         self.store(&mut t, a);
         ((t[0] + t[4]) + (t[1] + t[5])) + ((t[2] + t[6]) + (t[3] + t[7]))
+    }
+    #[inline(always)]
+    fn reduce_add_8(self, v: [__m256; 8]) -> __m256 {
+        avx2!(self, reduce_add_8(v))
     }
     #[inline(always)]
     fn reduce_max(self, a: __m256) -> f32 {

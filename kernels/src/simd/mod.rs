@@ -104,6 +104,19 @@ pub trait Simd: Copy {
     /// Maximum of the 8 lanes (NaN lanes as for [`Simd::max`]).
     fn reduce_max(self, a: Self::V) -> f32;
 
+    /// Eight sums in one vector: lane `r` is the sum of the lanes of `v[r]`, with the
+    /// bits [`Simd::reduce_add`]`(v[r])` gives (same additions, same order). For
+    /// kernels that reduce 8 rows at once; an implementation may do it without
+    /// leaving the vector registers.
+    #[inline(always)]
+    fn reduce_add_8(self, v: [Self::V; 8]) -> Self::V {
+        let mut sums = [0.0f32; LANES];
+        for (o, &x) in sums.iter_mut().zip(&v) {
+            *o = self.reduce_add(x);
+        }
+        self.load(&sums)
+    }
+
     /// All lanes zero.
     #[inline(always)]
     fn zero(self) -> Self::V {
