@@ -45,6 +45,14 @@
 //! [`rows::softmax_rows_with`], ...) or force one process-wide with
 //! [`dispatch::set_path`].
 //!
+//! # Threads
+//!
+//! With the `rayon` feature, a long call runs on the current rayon pool: the GEMM by
+//! blocks of rows of `C` (from [`gemm::PARALLEL_MIN_FLOPS`]), the elementwise kernels
+//! and long sums by parts (from [`parallel::PARALLEL_MIN_VALUES`]). No result depends
+//! on the number of threads; [`parallel::on_this_thread`] keeps a caller's kernels on
+//! its thread when it has split its work itself.
+//!
 //! `unsafe` is confined to small blocks, each with a `// SAFETY:` comment: the one
 //! call into the `#[target_feature(enable = "avx2,fma")]` trampoline in [`dispatch`]
 //! (sound because an AVX2 token only exists after detection); in the AVX2 vector

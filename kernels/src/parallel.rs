@@ -8,10 +8,10 @@
 //! split in two halves finishes in about half the time. Its result does not depend on
 //! the split: every value is computed by the same operations either way.
 //!
-//! With the `rayon` feature, [`for_each_part`] splits calls of at least
+//! With the `rayon` feature, `for_each_part` splits calls of at least
 //! [`PARALLEL_MIN_VALUES`] values into one part per thread of the current pool;
 //! without it, or inside [`on_this_thread`], it runs the whole call at once. Long sums
-//! ([`crate::reduce::sum_all`]) go by fixed blocks ([`sum_of_blocks`]) so that their
+//! ([`crate::reduce::sum_all`]) go by fixed blocks (`sum_of_blocks`) so that their
 //! rounding does not depend on the number of threads either.
 
 /// Below this many values (8 MiB of `f32`) an elementwise call stays on one thread.

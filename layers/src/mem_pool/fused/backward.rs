@@ -110,6 +110,7 @@ const CHUNK_BLOCKS: usize = 2;
 /// the GEMM kernel's 8 MFLOP; at 2 MFLOP `mp_proteins`' two chunks split, and its
 /// train call runs 12–15 % faster on 2 threads than on 1, where it ran as fast;
 /// `ab_threads`, four interleaved runs.)
+#[cfg_attr(not(feature = "rayon"), allow(dead_code))]
 const MIN_CHUNK_FLOPS: usize = 2_000_000;
 
 /// Chunks in flight at once: bounds the partial sums held to `WAVE · (H·K·F + H·K + H)`
