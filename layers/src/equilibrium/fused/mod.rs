@@ -30,19 +30,23 @@ pub(crate) mod net;
 #[cfg_attr(not(feature = "rayon"), allow(dead_code))]
 pub(crate) const MIN_FLOPS_PER_THREAD: usize = 2_000_000;
 
-/// What clearing one scratch value costs, in floating-point operations of the block
-/// loops: a `memset` in cache. Its memory is not fresh: the layer's workspace
-/// ([`super::workspace`]) keeps the scratches from one call to the next, so a second
-/// thread's pages are faulted in once per layer, not once per call.
+/// What giving a second thread its scratch costs per value, in floating-point
+/// operations of the block loops: clearing it (a `memset`: the layer's workspace keeps
+/// the scratches from one call to the next, so its pages are faulted in once per
+/// layer, not once per call), and the second core's cold caches on it.
 ///
-/// History: while every call allocated its scratch, a new one cost page faults too
-/// (~1.5 µs per 4 KiB page here, measured on `eq_median`), counted as 64 operations
-/// per value; that kept `eq_median` on one thread, where splitting its 100 elements
-/// had run 1.22× slower. With the kept workspace, 8 per value lets it and the other
-/// small shapes split (`ab_threads`, interleaved, 2 threads against 1: `eq_median`
-/// infer 0.89 and train 0.88, `eqx_width_100` infer 0.73 — it had been 1.05–1.07,
-/// slower on 2 threads, when it stayed on one thread for its groups).
-pub(crate) const CLEARING_FLOPS_PER_VALUE: usize = 8;
+/// History, all with `ab_threads` (2 threads against 1, interleaved, medians of the
+/// rounds' ratios): while every call allocated its scratch, page faults came on top
+/// (~1.5 µs per 4 KiB page here), counted as 64 per value; that kept `eq_median` on one
+/// thread, and `eqx_width_100` too, whose inference was then 1.05–1.07× slower on 2
+/// threads (its hoisted GEMM split, its groups did not). With the kept workspace, 8
+/// per value let both split: `eqx_width_100` infer 0.73–0.83, but `eq_median`'s
+/// single-step inference swung between 0.89 and 1.17 from one run to the next. 40
+/// splits `eqx_width_100` (each of its 2 048-row groups has 7.8 MFLOP a step and a
+/// 116 k-value scratch over 3 steps; 49 is the most that still splits it), `eq_small`
+/// and `eq_median`'s training, and keeps `eq_median`'s inference (28 MFLOP, a 333
+/// k-value scratch, one step; 36 is the least that keeps it) on one thread.
+pub(crate) const CLEARING_FLOPS_PER_VALUE: usize = 40;
 
 /// How many threads to split `work` floating-point operations over, in at most
 /// `pieces` pieces, when each thread beyond the first first costs `setup` operations
