@@ -217,12 +217,16 @@ impl<T: Real> Tape<T> {
     /// Nodes and bytes held, so users can watch the tape grow (an unrolled inner loop
     /// adds about `grad_iter × (forward + backward)` nodes).
     pub fn stats(&self) -> TapeStats {
-        let value_bytes = self.nodes.iter().map(|n| n.value.bytes()).sum();
+        debug_assert_eq!(
+            self.held,
+            self.nodes.iter().map(|n| n.value.bytes()).sum::<usize>(),
+            "the running count of the values' bytes"
+        );
         let recorded = self.nodes.iter().filter(|n| n.requires_grad).count();
         TapeStats {
             nodes: self.nodes.len(),
             recorded,
-            value_bytes,
+            value_bytes: self.held,
             node_bytes: self.nodes.capacity() * core::mem::size_of::<Node<T>>(),
             pooled_bytes: self.pool.borrow().bytes(),
         }

@@ -201,6 +201,18 @@ fn recentre<T: Real>(ds: T, ss: T, n: T) -> (T, T) {
     (c, if ss > T::ZERO { ss } else { T::ZERO })
 }
 
+/// `(ds, ss)` plus the residues `d = v − mu0` of `x` and their squares, added one value
+/// at a time in order (the scalar pass, and the SIMD passes' tails).
+#[inline(always)]
+fn add_residues<T: Real>(x: &[T], mu0: T, (mut ds, mut ss): (T, T)) -> (T, T) {
+    for &v in x {
+        let d = v - mu0;
+        ds += d;
+        ss += d * d;
+    }
+    (ds, ss)
+}
+
 /// Sum of a row (8 partial sums, then a fixed-order reduction).
 #[inline(always)]
 fn row_sum<S: Simd>(s: S, x: &[f32]) -> f32 {
@@ -233,12 +245,7 @@ pub(crate) fn row_stats_ref<T: Real>(x: &[T], eps: T) -> RowStats<T> {
         s += v;
     }
     let mu0 = s / n;
-    let (mut ds, mut ss) = (T::ZERO, T::ZERO);
-    for &v in x {
-        let d = v - mu0;
-        ds += d;
-        ss += d * d;
-    }
+    let (ds, ss) = add_residues(x, mu0, (T::ZERO, T::ZERO));
     let (c, ss) = recentre(ds, ss, n);
     RowStats {
         mu0,
@@ -260,13 +267,9 @@ pub(crate) fn row_stats<S: Simd>(s: S, x: &[f32], eps: f32) -> RowStats<f32> {
         dacc = s.add(dacc, d);
         acc = s.fma(d, d, acc);
     }
-    let (mut ds, mut ss) = (s.reduce_add(dacc), s.reduce_add(acc));
     // The tail in scalar code: zero-padded lanes would add mu0 and mu0² each.
-    for &v in xs.remainder() {
-        let d = v - mu0;
-        ds += d;
-        ss += d * d;
-    }
+    let sums = (s.reduce_add(dacc), s.reduce_add(acc));
+    let (ds, ss) = add_residues(xs.remainder(), mu0, sums);
     let (c, ss) = recentre(ds, ss, n);
     RowStats {
         mu0,
@@ -305,11 +308,8 @@ pub(crate) fn row_stats_8<S: Simd>(s: S, x: &[f32], cols: usize, eps: f32) -> [R
     s.store(&mut ss, s.reduce_add_8(acc));
     for r in 0..8 {
         // The tails in scalar code, as in `row_stats`.
-        for &v in row(r).chunks_exact(LANES).remainder() {
-            let d = v - mu0[r];
-            ds[r] += d;
-            ss[r] += d * d;
-        }
+        let tail = row(r).chunks_exact(LANES).remainder();
+        (ds[r], ss[r]) = add_residues(tail, mu0[r], (ds[r], ss[r]));
     }
     // `recentre` and `1/√(ss/n + eps)`, 8 rows at once; a NaN sum of squares gives 0
     // as there (`0 < NaN` is false).

@@ -107,9 +107,11 @@ const CHUNK_BLOCKS: usize = 2;
 
 /// Work per chunk from which the chunks run in parallel: 2 MFLOP, about 50 µs of a
 /// core, ten times what handing a chunk to a sleeping rayon worker costs here. (It was
-/// the GEMM kernel's 8 MFLOP; at 2 MFLOP `mp_proteins`' two chunks split, and its
-/// train call runs 12–15 % faster on 2 threads than on 1, where it ran as fast;
-/// `ab_threads`, four interleaved runs.)
+/// the GEMM kernel's 8 MFLOP, and `mp_proteins`' training ran as fast on 2 threads as
+/// on 1; at 2 MFLOP its two chunks split. `ab_threads mp_proteins` (2 against 1,
+/// median ratio of 9 interleaved rounds), 2026-12-02 on the 2-vCPU Xeon VM, AVX2
+/// path, nothing else running: 0.85–0.88 at 04:35–04:40 UTC, 0.88 in the benchmark
+/// window at 05:25, 0.92 in the one at 05:38.)
 #[cfg_attr(not(feature = "rayon"), allow(dead_code))]
 const MIN_CHUNK_FLOPS: usize = 2_000_000;
 
@@ -394,8 +396,6 @@ struct BackScratch<T> {
     dz: Vec<T>,
     /// `Σ_hj d̄_hj` per row, `[BLOCK]`.
     drow: Vec<T>,
-    /// The Student-t backward's factors `−(p/τ)·w_h·(ḡz_j − c_h)`, `[BLOCK, H·K]`.
-    factors: Vec<T>,
 }
 
 impl<T: Real> BackScratch<T> {
@@ -405,7 +405,6 @@ impl<T: Real> BackScratch<T> {
             s: vec![T::ZERO; BLOCK * w.k],
             dz: vec![T::ZERO; BLOCK * w.k],
             drow: vec![T::ZERO; BLOCK],
-            factors: vec![T::ZERO; BLOCK * w.h * w.k],
         }
     }
 }
@@ -446,18 +445,14 @@ fn chunk<T: Real>(w: &Weights<'_, T>, knorm: &[T], task: Task<'_, T>, sc: &mut B
         // distances (replaces the rules of matmul with w ⊗ I_K and of the matmul that
         // built it, of div and sum_rows, and of student_t):
         // c_h = Σ_j ḡz_j·n_hj, w̄_h += c_h, d̄_hj = −(p/τ)·w_h·(ḡz_j − c_h)·n_hj/(1 + d_hj/τ).
-        // First the factors `−(p/τ)·w_h·(ḡz_j − c_h)` of the block's rows, then one
-        // flat pass over all its `m·H·K` values, which the compiler vectorises (per
-        // head, the pass was `K` values long: 10 to 16).
         let d = &mut sc.fwd.d[..m * hk];
         let n_all = &sc.fwd.q[..m * hk];
-        let factors = &mut sc.factors[..m * hk];
-        for ((frow, nrow), dzr) in factors
+        for ((drow, nrow), dzr) in d
             .chunks_exact_mut(hk)
             .zip(n_all.chunks_exact(hk))
             .zip(dz.chunks_exact(k))
         {
-            for (((fh, nh), &wh), dwh) in frow
+            for (((dh, nh), &wh), dwh) in drow
                 .chunks_exact_mut(k)
                 .zip(nrow.chunks_exact(k))
                 .zip(w.conv)
@@ -466,13 +461,10 @@ fn chunk<T: Real>(w: &Weights<'_, T>, knorm: &[T], task: Task<'_, T>, sc: &mut B
                 let c = dzr.iter().zip(nh).fold(T::ZERO, |a, (&g, &nv)| a + g * nv);
                 *dwh += c;
                 let a = -(p * inv_tau) * wh;
-                for (fv, &g) in fh.iter_mut().zip(dzr) {
-                    *fv = a * (g - c);
+                for ((dv, &nv), &g) in dh.iter_mut().zip(nh).zip(dzr) {
+                    *dv = a * (g - c) * nv / (T::ONE + *dv * inv_tau);
                 }
             }
-        }
-        for ((dv, &nv), &fv) in d.iter_mut().zip(n_all).zip(factors.iter()) {
-            *dv = fv * nv / (T::ONE + *dv * inv_tau);
         }
         // Distances' backward (replaces the rules of add, clamp_min, and the matmul,
         // scale, square and sum_rows that built ‖x‖², ‖k‖² and −2·x·kᵀ):
