@@ -9,9 +9,8 @@ use proptest::prelude::*;
 use readout_kernels::Path;
 use readout_kernels::elementwise::{Unary, unary, unary_with};
 
-fn paths() -> Vec<Path> {
-    Path::ALL.into_iter().filter(|p| p.is_available()).collect()
-}
+mod common;
+use common::paths;
 
 fn ulp(y: f64) -> f64 {
     let a = y.abs();

@@ -6,10 +6,8 @@ use proptest::prelude::*;
 use readout_kernels::Path;
 use readout_kernels::gemm::{GemmShape, gemm, gemm_with};
 
-/// Paths this machine can run. Scalar and portable always; AVX2 when the CPU has it.
-fn paths() -> Vec<Path> {
-    Path::ALL.into_iter().filter(|p| p.is_available()).collect()
-}
+mod common;
+use common::paths;
 
 /// Deterministic pseudo-random values in [-1, 1).
 fn fill(len: usize, seed: u64) -> Vec<f32> {

@@ -9,21 +9,11 @@ use readout_kernels::rows::{
     norm_tanh_backward_rows, norm_tanh_backward_rows_with, norm_tanh_rows, norm_tanh_rows_with,
 };
 
+mod common;
+use common::{lcg_values, paths};
+
 const WIDTHS: [usize; 9] = [1, 2, 7, 8, 9, 17, 33, 100, 256];
 const EPS: f32 = 1e-5;
-
-fn paths() -> Vec<Path> {
-    Path::ALL.into_iter().filter(|p| p.is_available()).collect()
-}
-
-fn lcg_values(len: usize, seed: u32, scale: f32, shift: f32) -> Vec<f32> {
-    (0..len as u32)
-        .map(|i| {
-            let u = (i.wrapping_mul(2_654_435_761) ^ seed).wrapping_mul(747_796_405) as f32;
-            (u / u32::MAX as f32 - 0.5) * scale + shift
-        })
-        .collect()
-}
 
 /// The forward's outputs on one path: `(x̂, rstd, t, z)`.
 struct Forward {

@@ -7,9 +7,8 @@ use readout_kernels::rows::{
     softmax_rows_with,
 };
 
-fn paths() -> Vec<Path> {
-    Path::ALL.into_iter().filter(|p| p.is_available()).collect()
-}
+mod common;
+use common::{lcg_values, paths};
 
 /// Both sides compute `x − max` identically, then `exp` (each within 1.5 ulp), a sum
 /// in a different order (relative error ≤ cols·ε each) and one product, hence the
@@ -77,15 +76,6 @@ fn dispatched_softmax() {
     softmax_rows(&x, 17, &mut a);
     softmax_rows_with(readout_kernels::dispatch::best(), &x, 17, &mut b);
     assert_eq!(a, b);
-}
-
-fn lcg_values(len: usize, seed: u32, scale: f32, shift: f32) -> Vec<f32> {
-    (0..len as u32)
-        .map(|i| {
-            let u = (i.wrapping_mul(2_654_435_761) ^ seed).wrapping_mul(747_796_405) as f32;
-            (u / u32::MAX as f32 - 0.5) * scale + shift
-        })
-        .collect()
 }
 
 proptest! {
