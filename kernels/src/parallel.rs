@@ -16,10 +16,12 @@
 
 /// Below this many values (8 MiB of `f32`) an elementwise call stays on one thread.
 /// Smaller operands mostly sit in the caches (2 MiB of L2 per core here), where one
-/// core is fast and a split mostly moves lines between the cores' caches: at 1 MiB,
-/// the training of `eqx_no_hidden` (tensors of 2.5 MiB) ran 2–30 % slower on 2
-/// threads than on 1 in interleaved runs (`ab_threads`), while `mp_skewed`'s 32 MB
-/// padded `S` runs 1.6× faster split either way.
+/// core is fast and a split mostly moves lines between the cores' caches. Measured
+/// with `ab_threads` on 2026-12-02 (2-vCPU Xeon VM, AVX2 path, nothing else running):
+/// at 1 MiB, the training of `eqx_no_hidden` (tensors of 2.5 MiB) showed no gain from
+/// the split (2-against-1 ratios 1.01–1.29 over four runs, where two identical 1-thread
+/// pools differ by up to 1.07), while `mp_skewed`'s training, whose loss goes over a
+/// 32 MB padded `S`, ran at 0.69× the 1-thread time in the benchmark window of 05:38.
 pub const PARALLEL_MIN_VALUES: usize = 1 << 21;
 
 #[cfg(feature = "rayon")]

@@ -36,7 +36,9 @@ pub(crate) const MIN_FLOPS_PER_THREAD: usize = 2_000_000;
 /// layer, not once per call), and the second core's cold caches on it.
 ///
 /// History, all with `ab_threads` (2 threads against 1, interleaved, medians of the
-/// rounds' ratios): while every call allocated its scratch, page faults came on top
+/// rounds' ratios; 2026-12-02, 04:30–05:40 UTC, on the 2-vCPU Xeon VM, AVX2 path,
+/// nothing else running; the spread between two identical 1-thread pools measured the
+/// same way was up to 1.07 on these shapes): while every call allocated its scratch, page faults came on top
 /// (~1.5 µs per 4 KiB page here), counted as 64 per value; that kept `eq_median` on one
 /// thread, and `eqx_width_100` too, whose inference was then 1.05–1.07× slower on 2
 /// threads (its hoisted GEMM split, its groups did not). With the kept workspace, 8

@@ -137,9 +137,10 @@ pub(super) fn assign<T: Real>(w: &Weights<'_, T>, rows: &[T], s: &mut [T]) {
     // Blocks are independent (each writes its own rows of `S`), so with the `rayon`
     // feature they run in parallel, one scratch per worker, from four blocks on; every
     // row gets the same operations whatever the number of threads. (From two blocks,
-    // `mp_proteins`' 846 rows split: 0.80× the 1-thread time in three `ab_threads`
-    // runs, 1.02× in a fourth, a quiet one. A call of 0.18 ms gains too little to risk
-    // being slower on 2 threads than on 1.)
+    // `mp_proteins`' 846 rows split: `ab_threads mp_proteins` gave 0.80–0.82× the
+    // 1-thread time in three runs at 04:35–04:40 UTC on 2026-12-02 and 1.02× in the
+    // benchmark window at 05:25 (2-vCPU Xeon VM, AVX2 path, nothing else running). A
+    // call of 0.17 ms gains too little to risk being slower on 2 threads than on 1.)
     #[cfg(feature = "rayon")]
     if rayon::current_num_threads() > 1 && rows.len() >= 4 * BLOCK * w.f {
         use rayon::prelude::*;
